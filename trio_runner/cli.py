@@ -39,9 +39,22 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _find_command(args: list[str]) -> str | None:
+    """The first positional word, skipping the value of act_runner's global ``-c FILE``."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-c", "--config"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    command = next((a for a in args_list if not a.startswith("-")), None)
+    command = _find_command(args_list)
     if command not in COMMANDS:
         _top_parser().parse_args(args_list or ["--help"])
         return 2
