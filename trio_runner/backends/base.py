@@ -19,6 +19,8 @@ class Environment(Protocol):
     runner_dir: str
     temp_dir: str
     tool_cache: str
+    #: PATH a step gets when its environment sets none (the image's, or the runner's).
+    default_path: str
 
     async def exec(
         self,
@@ -29,6 +31,9 @@ class Environment(Protocol):
         output: OutputHandler,
     ) -> int:
         """Run a process to completion and return its exit status.
+
+        ``env`` holds the job's variables; the environment adds them on top of its own
+        base (the runner's environment on the host, the image's in a container).
 
         Output is delivered to ``output`` as it arrives. When the calling scope is
         cancelled, the process tree gets SIGINT, then SIGTERM 7.5 s later and SIGKILL

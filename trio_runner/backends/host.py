@@ -1,0 +1,196 @@
+"""Host backend: steps run as processes on this machine, each in its own process group.
+
+A job gets a private directory ``<workdir_parent>/<J>`` holding the runner dir, the
+workspace, a temp dir and a tool cache. Every process started for the job carries a
+marker variable in its environment, so teardown can find and kill whatever a step left
+behind, even processes that moved to a session of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+
+import trio
+
+from trio_runner.backends.base import OutputHandler
+
+#: Environment variable carrying the job's marker into every process it starts.
+JOB_MARKER_VAR = "TRIO_RUNNER_JOB"
+
+# GitHub's runner escalation when a step is cancelled: SIGINT, SIGTERM, SIGKILL.
+SIGINT_GRACE = 7.5
+SIGTERM_GRACE = 2.5
+# After the main process exits, a background child may still hold the output pipe open;
+# output that arrives within this window of silence is still forwarded.
+DRAIN_IDLE = 0.05
+TEARDOWN_BUDGET = 30.0
+READ_SIZE = 65536
+
+
+class HostEnvironment:
+    """A started host job environment (see the Environment protocol)."""
+
+    def __init__(self, root: Path, tool_cache: Path | None = None) -> None:
+        self.root = root
+        self.marker = root.name
+        self.workspace = str(root / "hostexecutor")
+        self.runner_dir = str(root / "act")
+        self.temp_dir = str(root / "tmp")
+        self.tool_cache = str(tool_cache or root / "tool_cache")
+        self.default_path = os.environ.get("PATH", os.defpath)
+        self._groups: set[int] = set()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start(
+        cls, workdir_parent: str, *, shared_tool_cache: bool = False
+    ) -> AsyncIterator[HostEnvironment]:
+        """Create the job directories; on exit kill leftovers and delete them."""
+        env = _create_job_dirs(cls, workdir_parent, shared_tool_cache)
+        try:
+            yield env
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_BUDGET):
+                await env.teardown()
+
+    async def teardown(self) -> None:
+        """Kill every process of the job, then remove the job directory."""
+        for pgid in self._groups:
+            _signal_group(pgid, signal.SIGKILL)
+        for pid in await trio.to_thread.run_sync(_marked_processes, self.marker):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        await trio.to_thread.run_sync(shutil.rmtree, self.root, True)
+
+    async def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        output: OutputHandler,
+    ) -> int:
+        # The runner's own environment is the lowest layer; it never overrides a job value.
+        full_env = {**os.environ, **env, JOB_MARKER_VAR: self.marker}
+        proc = await trio.lowlevel.open_process(
+            list(argv),
+            env=full_env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._groups.add(proc.pid)
+        assert proc.stdout is not None
+        try:
+            await _pump_until_exit(proc, proc.stdout, output)
+        except BaseException:
+            # Cancelled (job cancel, timeout, shutdown) or a failing output handler:
+            # stop the process tree the way GitHub's runner does, still forwarding output.
+            with trio.CancelScope(shield=True):
+                await _stop_process_group(proc, output)
+            raise
+        finally:
+            await proc.stdout.aclose()
+        assert proc.returncode is not None
+        return proc.returncode
+
+    async def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        def write() -> None:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            target.chmod(mode)
+
+        await trio.to_thread.run_sync(write)
+
+    async def read_file(self, path: str) -> bytes:
+        return await trio.to_thread.run_sync(Path(path).read_bytes)
+
+    async def which(self, command: str, path: str) -> str | None:
+        return shutil.which(command, path=path)
+
+
+async def _pump(stream: trio.abc.ReceiveStream, output: OutputHandler, eof: trio.Event) -> None:
+    while chunk := await stream.receive_some(READ_SIZE):
+        await output(bytes(chunk))
+    eof.set()
+
+
+async def _pump_until_exit(
+    proc: trio.Process, stream: trio.abc.ReceiveStream, output: OutputHandler
+) -> None:
+    """Forward output until the process has exited and its output is drained.
+
+    Background children inherit the pipe and may hold it open for the whole job; the
+    step is over when its main process exits, as on GitHub, so after the exit the pump
+    only waits a moment for the end of the stream.
+    """
+    eof = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_pump, stream, output, eof)
+        await proc.wait()
+        with trio.move_on_after(DRAIN_IDLE):
+            await eof.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def _stop_process_group(proc: trio.Process, output: OutputHandler) -> None:
+    pgid = proc.pid
+    assert proc.stdout is not None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_escalate, proc, pgid)
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            await _pump_until_exit(proc, proc.stdout, output)
+
+
+async def _escalate(proc: trio.Process, pgid: int) -> None:
+    for sig, grace in ((signal.SIGINT, SIGINT_GRACE), (signal.SIGTERM, SIGTERM_GRACE)):
+        _signal_group(pgid, sig)
+        with trio.move_on_after(grace):
+            await proc.wait()
+        if proc.returncode is not None:
+            break
+    # Whatever is left of the group (background children ignore SIGINT) goes now.
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def _create_job_dirs(
+    cls: type[HostEnvironment], workdir_parent: str, shared_tool_cache: bool
+) -> HostEnvironment:
+    # A handful of mkdir calls: cheaper inline than a thread hop per job start.
+    parent = Path(workdir_parent).expanduser()
+    tool_cache = parent / "tool_cache" if shared_tool_cache else None
+    env = cls(parent / secrets.token_hex(8), tool_cache)
+    for path in (env.workspace, env.runner_dir, env.temp_dir, env.tool_cache):
+        Path(path).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _marked_processes(marker: str) -> list[int]:
+    """Pids of processes whose environment carries this job's marker."""
+    needle = f"{JOB_MARKER_VAR}={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found

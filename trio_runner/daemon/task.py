@@ -1,0 +1,225 @@
+"""One task's nursery: cache credential, reporter and job run, with one cancel cause.
+
+Everything the task touches is acquired inside ``run_task`` with ``async with`` and
+released on the way out, whatever ends the task: success, failure, a cancel from the
+server, the job timeout, a shutdown or an exception in the runner itself (which becomes
+a failed task with the error in its log, never a crashed daemon).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import traceback
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from trio_runner import __version__
+from trio_runner.backends.base import Environment
+from trio_runner.backends.host import HostEnvironment
+from trio_runner.config import Config
+from trio_runner.daemon.reporter import Reporter, ReporterSettings
+from trio_runner.executor.job import JobControl, JobRequest, JobRun, Need
+from trio_runner.executor.sink import Conclusion
+from trio_runner.gitea.messages import Result, Task
+from trio_runner.labels import Label
+from trio_runner.workflow.model import WorkflowError, load_task_payload
+
+log = logging.getLogger(__name__)
+
+
+class CancelCause(enum.Enum):
+    """Why a task's job was cancelled (ARCHITECTURE rule 4)."""
+
+    SERVER = "cancelled on the server"
+    TIMEOUT = "runner timeout"
+    SHUTDOWN = "runner shutdown"
+
+
+JobToken = Callable[[str, str], AbstractAsyncContextManager[None]]
+
+
+@dataclass
+class TaskEnvironment:
+    """What every task of a daemon shares."""
+
+    config: Config
+    client: Any
+    address: str
+    runner_name: str
+    labels: list[Label]
+    capabilities: str = ""
+    cache_url: str = ""
+    cache_v2: bool = False
+    #: Registers a job's runtime token with the cache for the duration of the task.
+    job_token: JobToken | None = None
+    on_finished: Callable[[Conclusion, float], None] = lambda _result, _seconds: None
+
+
+@dataclass
+class RunningTask:
+    """A task as the daemon sees it while it runs, for shutdown and duplicate checks."""
+
+    task_id: int
+    control: JobControl = field(default_factory=JobControl)
+    cause: CancelCause | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def cancel(self, cause: CancelCause) -> None:
+        """Cancel the job gracefully (post steps and reports still run)."""
+        if self.cause is None:
+            self.cause = cause
+        self.control.cancel()
+
+
+def job_environment_variables(
+    env: TaskEnvironment, context: dict[str, Any], secrets: dict[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """Layer 3 of the job env (runner-provided) and the tokens to mask (spec 4.4)."""
+    cfg = env.config.runner
+    instance = env.address.rstrip("/")
+    token = secrets.get("GITEA_TOKEN") or secrets.get("GITHUB_TOKEN") or context.get("token", "")
+    runtime_token = str(context.get("gitea_runtime_token") or token or "")
+    variables: dict[str, str] = dict(cfg.envs)
+    variables.update(
+        {
+            "GITEA_ACTIONS": "true",
+            "GITEA_ACTIONS_RUNNER_VERSION": __version__,
+            "ACTIONS_RUNTIME_URL": f"{instance}/api/actions_pipeline/",
+            "ACTIONS_RESULTS_URL": instance,
+            "ACTIONS_RUNTIME_TOKEN": runtime_token,
+        }
+    )
+    if context.get("run_id"):
+        variables["GITEA_RUN_ID"] = str(context["run_id"])
+    if env.capabilities:
+        variables["GITEA_ACTIONS_CAPABILITIES"] = env.capabilities
+    if env.cache_url:
+        variables["ACTIONS_CACHE_URL"] = env.cache_url
+        if env.cache_v2:
+            variables["ACTIONS_CACHE_SERVICE_V2"] = "true"
+    masks = [runtime_token, str(token or "")]
+    oidc_url = context.get("actions_id_token_request_url")
+    if oidc_url:
+        oidc_token = str(context.get("actions_id_token_request_token", ""))
+        variables["ACTIONS_ID_TOKEN_REQUEST_URL"] = str(oidc_url)
+        variables["ACTIONS_ID_TOKEN_REQUEST_TOKEN"] = oidc_token
+        masks.append(oidc_token)
+    if cfg.set_act_env:
+        variables["ACT"] = "true"
+    return variables, [m for m in masks if m]
+
+
+def reporter_settings(config: Config) -> ReporterSettings:
+    cfg = config.runner
+    return ReporterSettings(
+        log_report_interval=cfg.log_report_interval,
+        log_report_max_latency=cfg.log_report_max_latency,
+        log_report_batch_size=cfg.log_report_batch_size,
+        state_report_interval=cfg.state_report_interval,
+        report_close_timeout=cfg.report_close_timeout,
+    )
+
+
+async def run_task(task: Task, env: TaskEnvironment, running: RunningTask) -> Conclusion:
+    """Run one task to its final report. Never raises for a failure of the job."""
+    started = trio.current_time()
+    try:
+        workflow, job_id = load_task_payload(task.workflow_payload or b"")
+    except WorkflowError as exc:
+        workflow, job_id, setup_error = None, "", str(exc)
+    else:
+        setup_error = ""
+    step_count = len(workflow.jobs[job_id].steps) if workflow is not None else 0
+
+    def server_ended(result: Result) -> None:
+        running.cancel(CancelCause.SERVER)
+
+    reporter = Reporter(
+        env.client, task.id, step_count, reporter_settings(env.config), server_ended
+    )
+    outcome = Conclusion.FAILURE
+    async with reporter.running():
+        if workflow is None:
+            reporter.set_error(setup_error)
+            return Conclusion.FAILURE
+        context = dict(task.context or {})
+        variables, masks = job_environment_variables(env, context, task.secrets)
+        request = JobRequest(
+            workflow=workflow,
+            job_id=job_id,
+            task_context=context,
+            secrets=dict(task.secrets),
+            vars=dict(task.vars),
+            needs={
+                k: Need(result=n.result_enum.word if n.result_enum.word != "unspecified"
+                        else "success", outputs=dict(n.outputs))
+                for k, n in task.needs.items()
+            },
+            inputs=workflow.dispatch_inputs(context.get("event")),
+            runner_env=variables,
+            masks=masks,
+            runner_name=env.runner_name,
+            instance_url=env.address,
+            timeout=env.config.runner.timeout,
+            labels_text=", ".join(label.name for label in env.labels),
+        )
+        run = JobRun(request, reporter, running.control)
+        try:
+            async with _job_token(env, context, variables["ACTIONS_RUNTIME_TOKEN"]):
+                with running.scope, trio.move_on_after(env.config.runner.timeout) as timeout:
+                    job = await run.run(lambda: _open_environment(env))
+                    outcome = job.result
+                    reporter.set_outputs(job.outputs)
+                if timeout.cancelled_caught:
+                    running.cause = running.cause or CancelCause.TIMEOUT
+                    reporter.set_error(
+                        f"The job exceeded runner.timeout ({env.config.runner.timeout:g}s)"
+                    )
+                    outcome = Conclusion.FAILURE
+                elif running.scope.cancelled_caught:
+                    outcome = Conclusion.CANCELLED
+        except Exception as exc:  # noqa: BLE001 - a runner bug must fail the task, not the daemon
+            log.error("task %d failed in the runner: %s", task.id, type(exc).__name__)
+            reporter.set_error(_describe_error(exc, run))
+            outcome = Conclusion.FAILURE
+        reporter.set_result(_RESULTS[outcome])
+    env.on_finished(outcome, trio.current_time() - started)
+    return outcome
+
+
+_RESULTS = {
+    Conclusion.SUCCESS: Result.SUCCESS,
+    Conclusion.FAILURE: Result.FAILURE,
+    Conclusion.CANCELLED: Result.CANCELLED,
+    Conclusion.SKIPPED: Result.SKIPPED,
+}
+
+
+def _describe_error(exc: BaseException, run: JobRun) -> str:
+    """The error text for the job log, with every secret masked."""
+    text = "".join(traceback.format_exception_only(exc)).strip()
+    return run.masker.mask(f"Runner error: {text}")
+
+
+@asynccontextmanager
+async def _job_token(
+    env: TaskEnvironment, context: dict[str, Any], token: str
+) -> AsyncIterator[None]:
+    if env.job_token is None or not token:
+        yield
+        return
+    async with env.job_token(token, str(context.get("repository", ""))):
+        yield
+
+
+def _open_environment(env: TaskEnvironment) -> AbstractAsyncContextManager[Environment]:
+    return HostEnvironment.start(_host_workdir(env.config))
+
+
+def _host_workdir(config: Config) -> str:
+    return config.host.workdir_parent
