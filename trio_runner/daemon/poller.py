@@ -115,7 +115,8 @@ class Poller:
         try:
             answer = await self.client.fetch_task(sent, self.settings.fetch_timeout)
         except ConnectError as exc:
-            return self._failed_poll(exc)
+            self._failed_poll(exc)
+            return None
         self._errors = 0
         if self._outage_logged:
             log.info("fetching tasks works again")
@@ -145,7 +146,7 @@ class Poller:
             # A slow server is treated like an empty answer, as act_runner does.
             self._empty += 1
             self.on_outcome("timeout")
-            return None
+            return
         self._errors += 1
         self.on_outcome("error")
         if not self._outage_logged:
@@ -157,4 +158,3 @@ class Poller:
             else:
                 log.warning("fetching tasks failed: %s; retrying", exc)
             self._outage_logged = True
-        return None

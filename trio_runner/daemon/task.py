@@ -27,6 +27,7 @@ from trio_runner.executor.job import JobControl, JobRequest, JobRun, Need
 from trio_runner.executor.sink import Conclusion
 from trio_runner.gitea.messages import Result, Task
 from trio_runner.labels import Label
+from trio_runner.workflow.contexts import inputs_context
 from trio_runner.workflow.model import WorkflowError, load_task_payload
 
 log = logging.getLogger(__name__)
@@ -156,11 +157,18 @@ async def run_task(task: Task, env: TaskEnvironment, running: RunningTask) -> Co
             secrets=dict(task.secrets),
             vars=dict(task.vars),
             needs={
-                k: Need(result=n.result_enum.word if n.result_enum.word != "unspecified"
-                        else "success", outputs=dict(n.outputs))
+                k: Need(
+                    result=n.result_enum.word if n.result_enum.word != "unspecified" else "success",
+                    outputs=dict(n.outputs),
+                )
                 for k, n in task.needs.items()
             },
-            inputs=workflow.dispatch_inputs(context.get("event")),
+            inputs=inputs_context(
+                str(context.get("event_name", "")),
+                context.get("event"),
+                workflow.dispatch_inputs,
+                workflow.call_inputs,
+            ),
             runner_env=variables,
             masks=masks,
             runner_name=env.runner_name,

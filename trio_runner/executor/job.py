@@ -22,9 +22,10 @@ import trio
 
 from trio_runner import __version__
 from trio_runner.backends.base import Environment
+from trio_runner.executor.commands import error_row, warning_row
 from trio_runner.executor.joblog import JobLog
 from trio_runner.executor.sink import Conclusion, JobSink
-from trio_runner.executor.steps import StepContext, StepRunner
+from trio_runner.executor.steps import StepContext, StepRunner, evaluate_env
 from trio_runner.masking import Masker
 from trio_runner.workflow.contexts import (
     JobPaths,
@@ -171,7 +172,7 @@ class JobRun:
         try:
             condition = self._job_condition()
         except ExpressionError as exc:
-            await self.log.write(f"##[error]{exc}")
+            await self.log.write(error_row(str(exc)))
             self._finish_unstarted(Conclusion.CANCELLED)
             return JobOutcome(Conclusion.FAILURE, {})
         if not condition:
@@ -212,7 +213,7 @@ class JobRun:
         github = github_context(
             request.task_context,
             secrets=request.secrets,
-            workflow_name=request.workflow.name,
+            workflow_name=request.workflow.name or "",
             job_id=request.job_id,
             paths=paths,
             urls=ServerUrls(request.instance_url),
@@ -239,7 +240,7 @@ class JobRun:
         try:
             job_env = self._job_env(base)
         except ExpressionError as exc:
-            await self.log.write(f"##[error]{exc}")
+            await self.log.write(error_row(str(exc)))
             raise _SetupFailed from exc
         await self._write_setup_rows(github)
         await env.write_file(paths.event_path, json.dumps(github["event"]).encode())
@@ -257,7 +258,7 @@ class JobRun:
         )
         runner_steps = StepRunner(ctx)
         keys = step_keys(steps)
-        await self.log.write(f"Complete job name: {self.job.display_name(request.job_id)}")
+        await self.log.write(f"Complete job name: {self.job.display_name()}")
         await self._main_steps(runner_steps, steps, keys, base)
         with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_BUDGET):
             if await runner_steps.run_posts():
@@ -269,16 +270,16 @@ class JobRun:
 
     def _job_env(self, base: Mapping[str, Any]) -> dict[str, str]:
         """Layers 2 and 3 of 4.5, evaluated once at job start."""
-        raw: dict[str, Any] = {
-            **self.request.workflow.env,
-            **self.job.env,
-            **self.request.runner_env,
-        }
+        layers = (self.request.workflow.env, self.job.env)
+        raw: dict[str, Any] = {}
+        for layer in layers:
+            if isinstance(layer, dict):
+                raw.update(layer)
+        raw.update(self.request.runner_env)
         contexts = {**base, "env": raw}
         env: dict[str, str] = {}
-        for layer in (self.request.workflow.env, self.job.env):
-            for key, value in layer.items():
-                env[key] = to_string(interpolate(value, contexts))
+        for layer in layers:
+            env.update(evaluate_env(layer, contexts))
         env.update(self.request.runner_env)
         return env
 
@@ -309,8 +310,10 @@ class JobRun:
                 timed_out = True
                 self.failed = True
                 await self.log.write(
-                    f"##[error]The job running on runner {self.request.runner_name} has "
-                    f"exceeded the maximum execution time of {_minutes(timeout)} minutes."
+                    error_row(
+                        f"The job running on runner {self.request.runner_name} has exceeded "
+                        f"the maximum execution time of {_minutes(timeout)} minutes."
+                    )
                 )
                 # always()/failure() steps still get a fresh budget.
                 deadline = trio.current_time() + CLEANUP_BUDGET
@@ -351,7 +354,7 @@ class JobRun:
 
     async def _finish_log(self) -> None:
         for warning in self._pending_warnings:
-            await self.log.write(f"##[warning]{warning}")
+            await self.log.write(warning_row(warning))
         words = {
             Conclusion.SUCCESS: "Job succeeded",
             Conclusion.FAILURE: "Job failed",

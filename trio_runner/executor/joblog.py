@@ -12,12 +12,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from trio_runner.executor.sink import JobSink
-from trio_runner.masking import Masker, row_safe
+from trio_runner.masking import Masker, decode_output, row_safe
 
-#: Lines a command processor sees; everything else skips it (the common case).
-_COMMAND_MARKERS = ("::", "##[")
-
-LineFilter = Callable[[str], str | None]
+#: Turns one output line into the rows to write (a command may drop or add rows).
+LineFilter = Callable[[str], list[str]]
 
 
 def _now() -> datetime:
@@ -44,12 +42,11 @@ class JobLog:
         out: list[str] = []
         for raw in lines:
             line = raw[:-1] if raw.endswith("\r") else raw
-            if commands is not None and any(m in line for m in _COMMAND_MARKERS):
-                kept = commands(line)
-                if kept is None:
-                    continue
-                line = kept
-            out.append(row_safe(mask(line)))
+            # Only lines that can be commands pay for the processor (the common case skips).
+            if commands is not None and ("::" in line or "##[" in line):
+                out.extend(row_safe(mask(row)) for row in commands(line))
+            else:
+                out.append(row_safe(mask(line)))
         return out
 
     async def _emit(self, rows: list[str], time: datetime) -> None:
@@ -73,11 +70,11 @@ class ProcessOutput:
             return
         self._pending = data[cut + 1 :]
         # A UTF-8 sequence never contains a LF byte, so decoding up to a LF is safe.
-        text = data[:cut].decode("utf-8", "replace")
+        text = decode_output(data[:cut])
         await self._log._emit(self._log._lines(text.split("\n"), self._commands), _now())
 
     async def close(self) -> None:
         if self._pending:
-            text = self._pending.decode("utf-8", "replace")
+            text = decode_output(self._pending)
             self._pending = b""
             await self._log._emit(self._log._lines([text], self._commands), _now())

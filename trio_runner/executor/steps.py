@@ -20,9 +20,12 @@ from trio_runner.backends.base import Environment
 from trio_runner.executor.commands import (
     CommandProcessor,
     FileCommandError,
-    escape_data,
-    parse_env_file,
+    accept_env,
+    error_row,
+    group_row,
+    parse_key_value_file,
     parse_path_file,
+    prepend_paths,
 )
 from trio_runner.executor.joblog import JobLog
 from trio_runner.executor.sink import Conclusion
@@ -91,12 +94,30 @@ class StepContext:
     #: GITHUB_PATH additions, most recent first.
     path_additions: list[str] = field(default_factory=list)
 
+    def add_paths(self, additions: list[str]) -> None:
+        self.path_additions = prepend_paths(self.path_additions, additions)
+
+
+class StepError(Exception):
+    """A step that cannot start; the message is written as the step's error."""
+
 
 @dataclass
 class PhaseResult:
     outcome: Conclusion
     outputs: dict[str, str] = field(default_factory=dict)
+    state: dict[str, str] = field(default_factory=dict)
     job_timed_out: bool = False
+
+
+def evaluate_env(env: Mapping[str, str] | str, contexts: Mapping[str, Any]) -> dict[str, str]:
+    """An ``env:`` mapping of templates, or one template yielding a mapping, as strings."""
+    if isinstance(env, str):
+        value = interpolate(env, contexts)
+        if not isinstance(value, dict):
+            raise StepError(f"env must evaluate to a mapping, got {to_string(value)!r}")
+        return {str(k): to_string(v) for k, v in value.items()}
+    return {k: to_string(interpolate(v, contexts)) for k, v in env.items()}
 
 
 class StepRunner:
@@ -167,29 +188,25 @@ class StepRunner:
         env_ctx = self.env_context()
         try:
             contexts = self.contexts(env_ctx)
-            step_env = {k: to_string(interpolate(v, contexts)) for k, v in step.env.items()}
+            step_env = evaluate_env(step.env, contexts)
             contexts["env"] = {**env_ctx, **step_env}
-        except ExpressionError as exc:
-            await log.write(f"##[error]{escape_data(str(exc))}")
+        except (ExpressionError, StepError) as exc:
+            await log.write(error_row(str(exc)))
             return PhaseResult(Conclusion.FAILURE)
         try:
             holds = evaluate_condition(step.if_, contexts, status=self.ctx.run)
         except ExpressionError as exc:
-            await log.write(
-                f'##[error]if-expression "{step.if_}" evaluation failed: {escape_data(str(exc))}'
-            )
+            await log.write(error_row(f'if-expression "{step.if_}" evaluation failed: {exc}'))
             return PhaseResult(Conclusion.FAILURE)
         if not holds:
             return PhaseResult(Conclusion.SKIPPED)
         if step.run is None:
-            await log.write(
-                f"##[error]{escape_data('actions are not supported yet: ' + str(step.uses))}"
-            )
+            await log.write(error_row(f"actions are not supported yet: {step.uses}"))
             return PhaseResult(Conclusion.FAILURE)
         try:
             return await self._run_script(step, key, step_env, contexts, deadline)
-        except ExpressionError as exc:
-            await log.write(f"##[error]{escape_data(str(exc))}")
+        except (ExpressionError, StepError) as exc:
+            await log.write(error_row(str(exc)))
             return PhaseResult(Conclusion.FAILURE)
 
     async def _continue_on_error(self, step: Step) -> bool:
@@ -204,7 +221,7 @@ class StepRunner:
                 str(value), contexts, status=self.ctx.run, default_check=False
             )
         except ExpressionError as exc:
-            await self.ctx.log.write(f"##[error]{escape_data(str(exc))}")
+            await self.ctx.log.write(error_row(str(exc)))
             return False
 
     # -- run steps ----------------------------------------------------------------------
@@ -220,17 +237,13 @@ class StepRunner:
         ctx = self.ctx
         script = to_string(interpolate(step.run, contexts))
         if len(script) > MAX_SCRIPT:
-            raise ExpressionError(
+            raise StepError(
                 f"the script of step '{key}' is {len(script)} characters long after "
                 f"evaluation; the limit is {MAX_SCRIPT}"
             )
         shell_value = self._shell(step, contexts)
         env = self.process_env(step_env, key)
-        try:
-            command, ext, wrapper = await self._shell_template(shell_value, env)
-        except _StepError as exc:
-            await ctx.log.write(f"##[error]{escape_data(str(exc))}")
-            return PhaseResult(Conclusion.FAILURE)
+        command, ext, wrapper = await self._shell_template(shell_value, env)
         script_path = f"{ctx.paths.workflow_dir}/{key}{ext}"
         await ctx.env.write_file(script_path, wrapper.format(script=script).encode(), 0o755)
         argv = [part.replace("{0}", script_path) for part in shlex.split(command)]
@@ -242,10 +255,11 @@ class StepRunner:
     def _shell(self, step: Step, contexts: Mapping[str, Any]) -> str:
         if step.shell:
             return to_string(interpolate(step.shell, contexts)).strip()
-        for defaults in (self.ctx.run.job.defaults_run, self.ctx.run.request.workflow.defaults_run):
-            if defaults.get("shell"):
-                return to_string(interpolate(defaults["shell"], contexts)).strip()
-        return ""
+        # Job defaults are templates; workflow defaults are taken literally (3.4).
+        job_shell = self.ctx.run.job.defaults.shell
+        if job_shell:
+            return to_string(interpolate(job_shell, contexts)).strip()
+        return (self.ctx.run.request.workflow.defaults.shell or "").strip()
 
     async def _shell_template(self, shell: str, env: Mapping[str, str]) -> tuple[str, str, str]:
         if not shell:
@@ -256,19 +270,15 @@ class StepRunner:
         if shell in SHELLS:
             return SHELLS[shell]
         if "{0}" not in shell:
-            raise _StepError(INVALID_SHELL)
+            raise StepError(INVALID_SHELL)
         return (shell, "", "{script}")
 
     def _working_directory(self, step: Step, contexts: Mapping[str, Any]) -> str:
-        value = step.working_directory
-        if not value:
-            for defaults in (
-                self.ctx.run.job.defaults_run,
-                self.ctx.run.request.workflow.defaults_run,
-            ):
-                if defaults.get("working-directory"):
-                    value = defaults["working-directory"]
-                    break
+        value = (
+            step.working_directory
+            or self.ctx.run.job.defaults.working_directory
+            or self.ctx.run.request.workflow.defaults.working_directory
+        )
         if not value:
             return self.ctx.paths.workspace
         path = to_string(interpolate(value, contexts))
@@ -283,7 +293,7 @@ class StepRunner:
         try:
             minutes = float(value)
         except (TypeError, ValueError) as exc:
-            raise ExpressionError(
+            raise StepError(
                 f"timeout-minutes of step '{step.id or step.name or ''}' is not a number: "
                 f"{to_string(value)!r}"
             ) from exc
@@ -294,7 +304,7 @@ class StepRunner:
     ) -> None:
         first = next((line.strip() for line in script.splitlines() if line.strip()), "")
         title = first or step.name or step.id or key
-        lines = [f"::group::Run {title}", *script.rstrip("\n").split("\n"), f"shell: {command}"]
+        lines = [group_row(f"Run {title}"), *script.rstrip("\n").split("\n"), f"shell: {command}"]
         shown = [
             (k, v)
             for k, v in step_env.items()
@@ -325,19 +335,23 @@ class StepRunner:
             await ctx.env.write_file(self.file_path(name), b"")
         path = env.get("PATH") or ctx.env.default_path
         if "/" not in argv[0] and not await ctx.env.which(argv[0], path):
-            await ctx.log.write(f"##[error]Cannot find: {argv[0]} in PATH")
+            await ctx.log.write(error_row(f"Cannot find: {argv[0]} in PATH"))
             return PhaseResult(Conclusion.FAILURE)
         processor = CommandProcessor(ctx.masker, debug=ctx.debug)
-        output = ctx.log.output(processor.process)
+        output = ctx.log.output(processor.feed)
         code: int | None = None
-        with trio.CancelScope() as cancel_scope, ctx.run.control.on_cancel(
-            lambda: self._on_job_cancel(step, contexts, cancel_scope)
+        with (
+            trio.CancelScope() as cancel_scope,
+            ctx.run.control.on_cancel(lambda: self._on_job_cancel(step, contexts, cancel_scope)),
         ):
             if ctx.run.control.cancelled:
                 self._on_job_cancel(step, contexts, cancel_scope)
-            with trio.move_on_at(deadline) as job_deadline, trio.move_on_after(
-                timeout if timeout is not None else float("inf")
-            ) as step_deadline:
+            with (
+                trio.move_on_at(deadline) as job_deadline,
+                trio.move_on_after(
+                    timeout if timeout is not None else float("inf")
+                ) as step_deadline,
+            ):
                 code = await ctx.env.exec(argv, env=env, cwd=cwd, output=output.feed)
             await output.close()
         result = PhaseResult(Conclusion.SUCCESS)
@@ -350,28 +364,26 @@ class StepRunner:
             assert timeout is not None
             name = step.name or key
             await ctx.log.write(
-                f"##[error]The action '{name}' has timed out after {timeout / 60:g} minutes."
+                error_row(f"The action '{name}' has timed out after {timeout / 60:g} minutes.")
             )
             result.outcome = Conclusion.FAILURE
         elif code != 0:
-            await ctx.log.write(f"##[error]Process completed with exit code {code}.")
+            await ctx.log.write(error_row(f"Process completed with exit code {code}."))
             result.outcome = Conclusion.FAILURE
-        for error in processor.errors:
-            await ctx.log.write(f"##[error]{escape_data(error)}")
+        commands = processor.result
+        if commands.failed:
             result.outcome = Conclusion.FAILURE
+        ctx.exported_env.update(commands.env)
+        ctx.add_paths(commands.path)
+        result.outputs.update(commands.outputs)
         try:
             await self._file_commands(result)
         except FileCommandError as exc:
-            await ctx.log.write(f"##[error]{escape_data(str(exc))}")
+            await ctx.log.write("\n".join(exc.rows()))
             result.outcome = Conclusion.FAILURE
-        result.outputs.update(processor.outputs)
-        ctx.exported_env.update(processor.env)
-        ctx.path_additions[:0] = reversed(processor.path)
         return result
 
-    def _on_job_cancel(
-        self, step: Step, contexts: dict[str, Any], scope: trio.CancelScope
-    ) -> None:
+    def _on_job_cancel(self, step: Step, contexts: dict[str, Any], scope: trio.CancelScope) -> None:
         """Re-evaluate the running step's condition; stop it unless it still holds."""
         try:
             holds = evaluate_condition(step.if_, contexts, status=self.ctx.run)
@@ -381,15 +393,20 @@ class StepRunner:
             scope.cancel()
 
     async def _file_commands(self, result: PhaseResult) -> None:
+        """GITHUB_ENV, GITHUB_STATE, GITHUB_OUTPUT, GITHUB_PATH, in that order (3.3)."""
         ctx = self.ctx
-        env_text = (await ctx.env.read_file(self.file_path("ENV"))).decode("utf-8", "replace")
-        ctx.exported_env.update(parse_env_file(env_text, "GITHUB_ENV"))
-        state_text = (await ctx.env.read_file(self.file_path("STATE"))).decode("utf-8", "replace")
-        parse_env_file(state_text, "GITHUB_STATE")
-        out_text = (await ctx.env.read_file(self.file_path("OUTPUT"))).decode("utf-8", "replace")
-        result.outputs.update(parse_env_file(out_text, "GITHUB_OUTPUT"))
-        path_text = (await ctx.env.read_file(self.file_path("PATH"))).decode("utf-8", "replace")
-        ctx.path_additions[:0] = reversed(parse_path_file(path_text))
+        read = ctx.env.read_file
+        exported, refused = accept_env(
+            parse_key_value_file(await read(self.file_path("ENV")), "env")
+        )
+        if refused:
+            await ctx.log.write("\n".join(refused))
+        ctx.exported_env.update(exported)
+        result.state.update(parse_key_value_file(await read(self.file_path("STATE")), "state"))
+        result.outputs.update(
+            parse_key_value_file(await read(self.file_path("OUTPUT")), "output")
+        )
+        ctx.add_paths(parse_path_file(await read(self.file_path("PATH"))))
 
     # -- post phases --------------------------------------------------------------------
 
@@ -398,8 +415,6 @@ class StepRunner:
         return False
 
 
-class _StepError(Exception):
-    """A step that cannot start; the message is written as the step's error."""
 
 
 __all__ = ["StepContext", "StepRunner", "step_display_name"]

@@ -167,6 +167,28 @@ class RunnerInfo:
         return ctx
 
 
+def inputs_context(
+    event_name: str,
+    event: Mapping[str, Any] | None,
+    dispatch_inputs: Mapping[str, Any],
+    call_inputs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ``inputs`` context of a workflow_dispatch or workflow_call run (4.2)."""
+    declared = call_inputs if event_name == "workflow_call" else dispatch_inputs
+    given = (event or {}).get("inputs") or {}
+    if not isinstance(given, dict):
+        given = {}
+    inputs: dict[str, Any] = {}
+    for name, spec in declared.items():
+        value = given.get(name, spec.default)
+        if spec.type == "boolean":
+            value = value is True or str(value).lower() == "true"
+        inputs[name] = value
+    for name, value in given.items():
+        inputs.setdefault(name, value)
+    return inputs
+
+
 def strategy_context(strategy: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``strategy`` context with GitHub's defaults (4.2)."""
     strategy = strategy or {}
