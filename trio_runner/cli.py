@@ -52,6 +52,21 @@ def _find_command(args: list[str]) -> str | None:
     return None
 
 
+def _attach_dash_values(args: list[str], options: Sequence[str]) -> list[str]:
+    """``-i -self-hosted`` as act_runner spells it: argparse would read the value as a flag."""
+    out: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg in options and index + 1 < len(args) and args[index + 1].startswith("-"):
+            out.append(f"{arg}={args[index + 1]}")
+            index += 2
+            continue
+        out.append(arg)
+        index += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = _find_command(args_list)
@@ -63,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"trio-runner {command}", description=help_text)
     module.configure(parser)
     position = args_list.index(command)
-    args = parser.parse_args(args_list[:position] + args_list[position + 1 :])
+    rest = args_list[:position] + args_list[position + 1 :]
+    args = parser.parse_args(_attach_dash_values(rest, getattr(module, "DASH_VALUES", ())))
     try:
         code: int = module.main(args)
     except RunnerError as exc:

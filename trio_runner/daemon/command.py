@@ -69,6 +69,9 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    # One line per HTTP request would drown the runner's own messages.
+    for noisy in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 class Daemon:

@@ -1,0 +1,109 @@
+"""Run the real ``trio-runner`` command as a child process for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+import yaml
+
+from tests.fake_gitea.state import FakeGitea, RunnerRecord
+from trio_runner.registration import Registration, save_registration
+
+#: Every wait on the child is bounded by this.
+PROCESS_WAIT = 60.0
+
+
+def runner_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "trio_runner", *args]
+
+
+def write_config(directory: Path, **sections: dict[str, Any]) -> Path:
+    """A config.yaml with quick report intervals, plus the given section overrides."""
+    config: dict[str, Any] = {
+        "log": {"level": "info"},
+        "runner": {
+            "file": str(directory / ".runner"),
+            "fetch_interval": "100ms",
+            "fetch_interval_max": "200ms",
+            "log_report_interval": "200ms",
+            "log_report_max_latency": "100ms",
+            "state_report_interval": "300ms",
+            "report_close_timeout": "2s",
+        },
+        "cache": {"enabled": False},
+        "host": {"workdir_parent": str(directory / "work")},
+    }
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def register_locally(gitea: FakeGitea, directory: Path, labels: Sequence[str]) -> RunnerRecord:
+    """A runner known to the fake and its .runner file, without running ``register``."""
+    names = [label.split(":", 1)[0] for label in labels]
+    runner = gitea.add_runner("test-runner", names)
+    save_registration(
+        directory / ".runner",
+        Registration(
+            id=runner.id,
+            uuid=runner.uuid,
+            name=runner.name,
+            token=runner.token,
+            address=gitea.url,
+            labels=list(labels),
+        ),
+    )
+    return runner
+
+
+@dataclass
+class RunnerProcess:
+    process: trio.Process
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: signal.Signals) -> None:
+        self.process.send_signal(signum)
+
+    async def wait(self, within: float = PROCESS_WAIT) -> int:
+        with trio.fail_after(within):
+            return await self.process.wait()
+
+
+@asynccontextmanager
+async def start_runner(
+    directory: Path, config: Path, *extra: str, env: dict[str, str] | None = None
+) -> AsyncIterator[RunnerProcess]:
+    """``trio-runner -c config start`` in ``directory``; killed at the end if still running."""
+    log_path = directory / "runner.log"
+    with log_path.open("wb") as log_file:
+        process = await trio.lowlevel.open_process(
+            runner_command("-c", str(config), "start", *extra),
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    runner = RunnerProcess(process, log_path)
+    try:
+        yield runner
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGKILL)
+            with trio.move_on_after(10):
+                await process.wait()

@@ -1,0 +1,664 @@
+"""Docker backend: a job's network, volumes, service containers and job container.
+
+:meth:`DockerEnvironment.start` sets a job environment up (spec 2.5, 2.6) and removes
+everything it created when the block exits for any reason: a shielded, time-bounded
+teardown force-removes the containers, then the volumes, then the network (2.11). Every
+object carries the runner's uuid and the task id as labels, so :func:`remove_leftovers`
+can clear what a killed runner left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import re
+import secrets
+import shlex
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Final, Protocol
+
+import msgspec
+import trio
+
+from trio_runner.backends.base import OutputHandler
+from trio_runner.backends.container_options import (
+    ContainerOptions,
+    VolumePolicy,
+    apply_ports,
+    merge_options,
+    parse_options,
+)
+from trio_runner.backends.docker_api import (
+    ContainerSpec,
+    DockerClient,
+    EndpointSettings,
+    EngineError,
+    NetworkingConfig,
+    NotFoundError,
+    PortBinding,
+    RegistryAuth,
+    tar_single_file,
+    untar_single_file,
+)
+
+LABEL_RUNNER: Final = "com.gitea.runner.uuid"
+LABEL_TASK: Final = "com.gitea.runner.task-id"
+
+RUNNER_DIR: Final = "/var/run/act"
+TEMP_DIR: Final = "/tmp"
+TOOL_CACHE_DIR: Final = "/opt/hostedtoolcache"
+SHARED_TOOL_CACHE_VOLUME: Final = "act-toolcache"
+DOCKER_SOCKET_TARGET: Final = "/var/run/docker.sock"
+
+# GitHub's runner escalation when a step is cancelled: SIGINT, SIGTERM, SIGKILL.
+SIGINT_GRACE = 7.5
+SIGTERM_GRACE = 2.5
+TEARDOWN_BUDGET = 60.0
+HEALTH_POLL_FIRST = 2.0
+HEALTH_POLL_MAX = 32.0
+
+# Runs a step as the leader of its own process group (exec processes start a session)
+# and records its pid, so cancellation can signal the whole group from a second exec.
+_STEP_WRAPPER = 'echo $$ > "$1" && shift && exec "$@"'
+_SIGNAL_GROUP = 'pid=$(cat "$1" 2>/dev/null) && kill -"$2" -"$pid" 2>/dev/null'
+# Absolute path of an executable on PATH, as a script: `command -v` returns bare names
+# for shell builtins.
+_WHICH = """case $1 in
+*/*) [ -f "$1" ] && [ -x "$1" ] && echo "$1" && exit 0; exit 1 ;;
+esac
+IFS=:
+for dir in $PATH; do
+  [ -f "${dir:-.}/$1" ] && [ -x "${dir:-.}/$1" ] && echo "${dir:-.}/$1" && exit 0
+done
+exit 1"""
+
+log = logging.getLogger(__name__)
+
+
+class SetupLog(Protocol):
+    """Where the environment reports setup and teardown progress for the job's log."""
+
+    async def info(self, message: str) -> None: ...
+
+    async def warning(self, message: str) -> None: ...
+
+
+class Credentials(msgspec.Struct, frozen=True):
+    username: str
+    password: str
+
+
+class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``jobs.<id>.services.<id>`` entry, already evaluated."""
+
+    id: str
+    image: str
+    env: dict[str, str] = {}
+    cmd: list[str] = []
+    ports: list[str] = []
+    volumes: list[str] = []
+    options: str = ""
+    credentials: Credentials | None = None
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """The job's side of its container environment, already evaluated."""
+
+    runner_uuid: str
+    task_id: int
+    #: The job container name (:func:`job_container_name`); other names derive from it.
+    name: str
+    #: ``jobs.<id>`` key, part of the network name.
+    job_id: str
+    #: The job's display name: its alias on the job network.
+    alias: str
+    image: str
+    workspace: str
+    #: Container environment: ``RUNNER_*`` variables, ``LANG`` and ``container.env``.
+    env: dict[str, str] = {}
+    volumes: list[str] = []
+    ports: list[str] = []
+    options: str = ""
+    credentials: Credentials | None = None
+    services: list[ServiceSpec] = []
+    #: Seconds the job container keeps running (the remaining task lifetime).
+    lifetime: float = 3 * 3600.0
+
+
+class DockerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The runner's ``container`` configuration as the backend needs it."""
+
+    #: ``container.network``; empty: a network per job.
+    network: str = ""
+    enable_ipv6: bool | None = None
+    privileged: bool = False
+    options: str = ""
+    valid_volumes: list[str] = []
+    #: Host path of the engine socket mounted into jobs; None when ``docker_host`` is ``-``.
+    socket_mount: str | None = None
+    force_pull: bool = False
+    #: Negative: do not wait for service health checks.
+    service_ready_timeout: float = 300.0
+    shared_tool_cache: bool = False
+    #: With ``bind_workdir``: the host directory ``/<workdir_parent>/<task id>`` holding the
+    #: workspace, bind-mounted at the same path and deleted at teardown. Empty: a volume.
+    bind_workdir_root: str = ""
+
+
+class ServiceInfo(msgspec.Struct, frozen=True):
+    """``job.services.<id>``: container port (no ``/tcp``) → published host port."""
+
+    id: str
+    network: str
+    ports: dict[str, str]
+
+
+def sanitize(*parts: str) -> str:
+    """Object names of spec 2.5: readable prefix plus a sha256 of the whole."""
+    joined = re.sub(r"[^A-Za-z0-9]", "-", "-".join(parts)).replace("--", "-")
+    return f"{joined[:63].strip('-')}-{hashlib.sha256(joined.encode()).hexdigest()}"
+
+
+def job_container_name(task: str, workflow: str, job: str) -> str:
+    """``task`` is the task id (daemon) or the event name (exec mode)."""
+    return sanitize(f"GITEA-ACTIONS-TASK-{task}", f"WORKFLOW-{workflow}", f"JOB-{job}")
+
+
+class DockerEnvironment:
+    """A started container job environment (see the Environment protocol)."""
+
+    workspace: str
+    runner_dir = RUNNER_DIR
+    temp_dir = TEMP_DIR
+    tool_cache = TOOL_CACHE_DIR
+
+    def __init__(
+        self, api: DockerClient, job: JobSpec, settings: DockerSettings, setup_log: SetupLog
+    ) -> None:
+        self.api = api
+        self.job = job
+        self.settings = settings
+        self.workspace = job.workspace
+        self.container_id = ""
+        self.network = settings.network or f"{job.name}-{job.job_id}-network"
+        self.services: dict[str, ServiceInfo] = {}
+        self._log = setup_log
+        self._labels = {LABEL_RUNNER: job.runner_uuid, LABEL_TASK: str(job.task_id)}
+        self._policy = VolumePolicy(list(settings.valid_volumes), own=self._own_volumes())
+        # What teardown removes, recorded before each create call so that a create
+        # interrupted by cancellation is still cleaned up.
+        self._containers: list[str] = []
+        self._volumes: list[str] = []
+        self._created_network = False
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start(
+        cls, api: DockerClient, job: JobSpec, settings: DockerSettings, setup_log: SetupLog
+    ) -> AsyncIterator[DockerEnvironment]:
+        """Set the environment up; on exit remove all of it (shielded, bounded)."""
+        env = cls(api, job, settings, setup_log)
+        try:
+            await env._setup()
+            yield env
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_BUDGET) as budget:
+                await env._teardown()
+            if budget.cancelled_caught:
+                log.warning("teardown of %s ran out of time", job.name)
+
+    # --- Environment protocol ---
+
+    async def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        output: OutputHandler,
+    ) -> int:
+        pidfile = f"{TEMP_DIR}/.trio-runner-{secrets.token_hex(8)}.pid"
+        exec_id = await self.api.exec_create(
+            self.container_id, ["sh", "-c", _STEP_WRAPPER, "sh", pidfile, *argv], env=env, cwd=cwd
+        )
+        ended = trio.Event()
+        async with trio.open_nursery() as nursery:
+            # Output is read in its own shielded scope: when the step is cancelled it keeps
+            # flowing while the process group is being stopped.
+            reader = trio.CancelScope(shield=True)
+
+            async def read_output() -> None:
+                with reader:
+                    await self.api.exec_start(exec_id, output)
+                    ended.set()
+
+            nursery.start_soon(read_output)
+            try:
+                await ended.wait()
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._stop_group(pidfile, ended)
+                reader.cancel()
+                raise
+        return await self.api.exec_exit_code(exec_id)
+
+    async def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        directory, _, name = path.rpartition("/")
+        archive = tar_single_file(name, data, mode)
+        try:
+            await self.api.archive_put(self.container_id, directory or "/", archive)
+        except NotFoundError:
+            await self._run_quiet(["mkdir", "-p", directory])
+            await self.api.archive_put(self.container_id, directory, archive)
+
+    async def read_file(self, path: str) -> bytes:
+        try:
+            archive = await self.api.archive_get(self.container_id, path)
+        except NotFoundError:
+            raise FileNotFoundError(f"{path} does not exist in the job container") from None
+        return untar_single_file(archive, path)
+
+    async def which(self, command: str, path: str) -> str | None:
+        found = bytearray()
+
+        async def collect(chunk: bytes) -> None:
+            found.extend(chunk)
+
+        code = await self.api.exec_run(
+            self.container_id,
+            ["sh", "-c", _WHICH, "sh", command],
+            env={"PATH": path},
+            output=collect,
+        )
+        return found.decode().strip() or None if code == 0 else None
+
+    # --- setup ---
+
+    async def _setup(self) -> None:
+        job, settings = self.job, self.settings
+        job_options = parse_options(settings.options, privileged=settings.privileged)
+        job_options_from_job = parse_options(
+            job.options, privileged=settings.privileged, where="container.options"
+        )
+        service_options = {
+            service.id: parse_options(
+                service.options,
+                privileged=settings.privileged,
+                where=f"services.{service.id}.options",
+            )
+            for service in job.services
+        }
+        async with trio.open_nursery() as nursery:
+            for service in job.services:
+                if service.image:
+                    nursery.start_soon(
+                        self._ensure_image,
+                        service.image,
+                        service.credentials,
+                        service_options[service.id].pull,
+                    )
+        await self._ensure_image(
+            job.image, job.credentials, job_options_from_job.pull or job_options.pull
+        )
+        await self._remove_same_names()
+        if not settings.network:
+            self._created_network = True
+            await self.api.network_create(
+                self.network, labels=self._labels, enable_ipv6=settings.enable_ipv6
+            )
+        for name in self._volume_names():
+            self._volumes.append(name)
+            await self.api.volume_create(name, labels=self._labels)
+        await self._start_services(service_options)
+        await self._start_job_container([job_options, job_options_from_job])
+
+    async def _ensure_image(
+        self, ref: str, credentials: Credentials | None, pull_policy: str
+    ) -> None:
+        present = await self.api.image_inspect(ref) is not None
+        pinned = "@" in ref
+        wanted = (
+            pull_policy == "always"
+            or (not present and pull_policy != "never")
+            or (self.settings.force_pull and not pinned and pull_policy != "never")
+        )
+        if not wanted:
+            return
+        auth = (
+            RegistryAuth(credentials.username, credentials.password, registry_of(ref))
+            if credentials
+            else None
+        )
+        await self._log.info(f"Pulling image {ref}")
+        try:
+            await self.api.image_pull(ref, auth=auth)
+        except EngineError as exc:
+            if not present:
+                raise
+            await self._log.warning(f"pulling {ref} failed, using the local image: {exc}")
+
+    async def _remove_same_names(self) -> None:
+        for name in [self.job.name, *self._service_names().values()]:
+            await self.api.container_remove(name, force=True, volumes=True)
+        for name in self._volume_names():
+            await self.api.volume_remove(name)
+        if not self.settings.network:
+            await self.api.network_remove(self.network)
+
+    async def _start_services(self, service_options: Mapping[str, ContainerOptions]) -> None:
+        names = self._service_names()
+        for service in self.job.services:
+            if not service.image:
+                await self._log.info(
+                    f"The service '{service.id}' will not be started because the container "
+                    "definition has an empty image."
+                )
+                continue
+            spec = ContainerSpec(
+                image=service.image,
+                cmd=list(service.cmd) or None,
+                env=[f"{key}={value}" for key, value in service.env.items()],
+                working_dir=self.workspace,
+                labels=dict(self._labels),
+                networking_config=self._endpoint(service.id),
+            )
+            spec.host_config.network_mode = self.network
+            options = service_options[service.id]
+            binds = self._socket_binds() + list(service.volumes) + options.volumes
+            await self._finish_spec(spec, options, binds, [*service.ports, *options.ports])
+            await self._create_and_start(names[service.id], spec)
+        await self._report_stopped_services()
+        await self._wait_for_health()
+
+    async def _start_job_container(self, option_sets: Sequence[ContainerOptions]) -> None:
+        job = self.job
+        spec = ContainerSpec(
+            image=job.image,
+            entrypoint=["/bin/sleep", str(max(1, int(job.lifetime)))],
+            cmd=[],
+            env=[f"{key}={value}" for key, value in job.env.items()],
+            working_dir=self.workspace,
+            labels=dict(self._labels),
+            networking_config=self._endpoint(job.alias),
+        )
+        spec.host_config.network_mode = self.network
+        option_binds = [bind for options in option_sets for bind in options.volumes]
+        binds = _replace_targets(self._own_binds(), [*job.volumes, *option_binds])
+        ports = [*job.ports, *(port for options in option_sets for port in options.ports)]
+        merged = ContainerOptions(mounts=[m for o in option_sets for m in o.mounts])
+        for options in option_sets:
+            merged.warnings.extend(options.warnings)
+            merge_options(merged.spec, options)
+        await self._finish_spec(spec, merged, binds, ports)
+        # The job container's command is the runner's, whatever the options say.
+        spec.entrypoint = ["/bin/sleep", str(max(1, int(job.lifetime)))]
+        spec.cmd = []
+        await self._log.info(f"Starting job container: image: {job.image} name: {job.name}")
+        self.container_id = await self._create_and_start(job.name, spec)
+        await self._log.info(f"network: {self.network}")
+        await self._fix_workspace_owner()
+
+    async def _finish_spec(
+        self,
+        spec: ContainerSpec,
+        options: ContainerOptions,
+        binds: Sequence[str],
+        ports: Sequence[str],
+    ) -> None:
+        warnings = list(options.warnings)
+        merge_options(spec, options)
+        spec.host_config.binds = self._policy.filter_binds(binds, warnings)
+        spec.host_config.mounts = self._policy.filter_mounts(options.mounts, warnings)
+        spec.host_config.privileged = self.settings.privileged
+        spec.labels.update(self._labels)
+        apply_ports(spec, ports)
+        for warning in warnings:
+            await self._log.warning(warning)
+
+    async def _create_and_start(self, name: str, spec: ContainerSpec) -> str:
+        self._containers.append(name)
+        container_id = await self.api.container_create(name, spec)
+        await self.api.container_start(container_id)
+        return container_id
+
+    async def _report_stopped_services(self) -> None:
+        for service_id, name in self._service_names().items():
+            if name not in self._containers:
+                continue
+            info = await self.api.container_inspect(name)
+            if not info.state.running:
+                logs = await self.api.container_logs(name)
+                await self._log.warning(
+                    f"service '{service_id}' is not running ({info.state.status}); its log:\n"
+                    + logs.decode(errors="replace")
+                )
+            self.services[service_id] = ServiceInfo(
+                service_id, self.network, _published_ports(info.network_settings.ports)
+            )
+
+    async def _wait_for_health(self) -> None:
+        timeout = self.settings.service_ready_timeout
+        if timeout < 0:
+            return
+        names = self._service_names()
+        async with trio.open_nursery() as nursery:
+            for service_id in self.services:
+                nursery.start_soon(self._wait_healthy, service_id, names[service_id], timeout)
+
+    async def _wait_healthy(self, service_id: str, name: str, limit: float) -> None:
+        interval = HEALTH_POLL_FIRST
+        last_output = ""
+        with trio.move_on_after(limit):
+            while True:
+                info = await self.api.container_inspect(name)
+                health = info.state.health
+                if health is None or not health.status or health.status == "none":
+                    return
+                if health.log:
+                    last_output = health.log[-1].output.strip()
+                if health.status == "healthy":
+                    await self._log.info(f"{service_id} service is healthy.")
+                    return
+                if health.status == "unhealthy":
+                    logs = await self.api.container_logs(name)
+                    await self._log.info(logs.decode(errors="replace"))
+                    raise EngineError(f"the service '{service_id}' is unhealthy: {last_output}")
+                await self._log.info(
+                    f"{service_id} service is starting, waiting {interval:g} seconds before "
+                    "checking again."
+                )
+                await trio.sleep(interval)
+                interval = min(interval * 2, HEALTH_POLL_MAX)
+        raise EngineError(
+            f"the service '{service_id}' did not become healthy within {limit:g}s: {last_output}"
+        )
+
+    async def _fix_workspace_owner(self) -> None:
+        ids = bytearray()
+
+        async def collect(chunk: bytes) -> None:
+            ids.extend(chunk)
+
+        await self.api.exec_run(self.container_id, ["sh", "-c", "id -u; id -g"], output=collect)
+        uid, _, gid = ids.decode().strip().partition("\n")
+        if (uid, gid) != ("0", "0") and uid.isdigit():
+            await self._run_quiet(["chown", "-R", f"{uid}:{gid.strip()}", self.workspace])
+
+    async def _run_quiet(self, argv: Sequence[str]) -> None:
+        """Run a setup command as root; failure is an EngineError with its output."""
+        captured = bytearray()
+
+        async def collect(chunk: bytes) -> None:
+            captured.extend(chunk)
+
+        code = await self.api.exec_run(self.container_id, argv, user="0", output=collect)
+        if code != 0:
+            raise EngineError(
+                f"{shlex.join(argv)} failed with exit code {code}: "
+                + captured.decode(errors="replace").strip()
+            )
+
+    async def _stop_group(self, pidfile: str, ended: trio.Event) -> None:
+        """Signal the step's process group until its output ends: INT, TERM, KILL."""
+        for signal, grace in (("INT", SIGINT_GRACE), ("TERM", SIGTERM_GRACE), ("KILL", 0.0)):
+            if ended.is_set():
+                return
+            with contextlib.suppress(EngineError):
+                await self.api.exec_run(
+                    self.container_id,
+                    ["sh", "-c", _SIGNAL_GROUP, "sh", pidfile, signal],
+                    user="0",
+                    output=_discard,
+                )
+            with trio.move_on_after(grace):
+                await ended.wait()
+
+    # --- names and mounts ---
+
+    def _service_names(self) -> dict[str, str]:
+        return {service.id: sanitize(self.job.name, service.id) for service in self.job.services}
+
+    def _volume_names(self) -> list[str]:
+        env_volume = f"{self.job.name}-env"
+        return [env_volume] if self.settings.bind_workdir_root else [self.job.name, env_volume]
+
+    def _own_volumes(self) -> set[str]:
+        own = {self.job.name, f"{self.job.name}-env", SHARED_TOOL_CACHE_VOLUME}
+        if self.settings.socket_mount:
+            own.add(self.settings.socket_mount)
+        if self.settings.bind_workdir_root:
+            own.add(self.workspace)
+        return own
+
+    def _socket_binds(self) -> list[str]:
+        socket = self.settings.socket_mount
+        return [f"{socket}:{DOCKER_SOCKET_TARGET}"] if socket else []
+
+    def _own_binds(self) -> list[str]:
+        workspace_source = self.workspace if self.settings.bind_workdir_root else self.job.name
+        binds = [f"{workspace_source}:{self.workspace}", f"{self.job.name}-env:{RUNNER_DIR}"]
+        binds += self._socket_binds()
+        if self.settings.shared_tool_cache:
+            binds.append(f"{SHARED_TOOL_CACHE_VOLUME}:{TOOL_CACHE_DIR}")
+        return binds
+
+    def _endpoint(self, alias: str) -> NetworkingConfig:
+        return NetworkingConfig(endpoints_config={self.network: EndpointSettings(aliases=[alias])})
+
+    # --- teardown ---
+
+    async def _teardown(self) -> None:
+        api = self.api
+        for name in reversed(self._containers):
+            await _attempt("container", name, functools.partial(api.container_remove, name))
+        for name in self._volumes:
+            await _attempt("volume", name, functools.partial(api.volume_remove, name))
+        if self._created_network:
+            await _attempt(
+                "network", self.network, functools.partial(api.network_remove, self.network)
+            )
+        if root := self.settings.bind_workdir_root:
+            await trio.to_thread.run_sync(shutil.rmtree, root, True)
+
+
+async def _attempt(kind: str, name: str, removal: Callable[[], Awaitable[object]]) -> None:
+    """One teardown removal: a failure is logged and the rest of the teardown goes on."""
+    try:
+        await removal()
+    except EngineError as exc:
+        log.warning("removing %s %s failed: %s", kind, name, exc)
+
+
+async def _discard(chunk: bytes) -> None:
+    """Output of runner-internal commands nobody reads."""
+
+
+def _replace_targets(own: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """A job volume whose target is one of the runner's replaces it, except the runner dir."""
+    targets = {_bind_target(bind) for bind in extra} - {RUNNER_DIR}
+    return [bind for bind in own if _bind_target(bind) not in targets] + list(extra)
+
+
+def _bind_target(bind: str) -> str:
+    parts = bind.split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _published_ports(ports: Mapping[str, Sequence[PortBinding] | None] | None) -> dict[str, str]:
+    published: dict[str, str] = {}
+    for key, bindings in (ports or {}).items():
+        for binding in bindings or ():
+            if binding.host_port:
+                published[key.removesuffix("/tcp")] = binding.host_port
+                break
+    return published
+
+
+def registry_of(ref: str) -> str:
+    """The registry host of an image reference (Docker Hub for bare names)."""
+    first, sep, _ = ref.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "https://index.docker.io/v1/"
+
+
+# --- leftovers ----------------------------------------------------------------------------
+
+
+async def remove_leftovers(
+    api: DockerClient,
+    runner_uuid: str,
+    *,
+    active_tasks: Collection[int] = (),
+    min_age: float = 0.0,
+    now: datetime | None = None,
+) -> list[str]:
+    """Remove this runner's containers, volumes and networks of tasks no longer running.
+
+    Objects younger than ``min_age`` seconds are kept. Returns what was removed, as
+    ``<kind> <name>`` strings.
+    """
+    now = now or datetime.now(UTC)
+    active = {str(task) for task in active_tasks}
+    owner = {LABEL_RUNNER: runner_uuid}
+    removed: list[str] = []
+
+    def stale(labels: Mapping[str, str] | None, created: datetime | None) -> bool:
+        task = (labels or {}).get(LABEL_TASK, "")
+        old = created is None or (now - created).total_seconds() >= min_age
+        return task not in active and old
+
+    for container in await api.containers_list(owner):
+        created = datetime.fromtimestamp(container.created, UTC) if container.created else None
+        if stale(container.labels, created):
+            name = (container.names or [container.id])[0].lstrip("/")
+            if await api.container_remove(container.id, force=True, volumes=True):
+                removed.append(f"container {name}")
+    for volume in await api.volumes_list(owner):
+        if stale(volume.labels, _parse_time(volume.created_at)):
+            with contextlib.suppress(EngineError):
+                if await api.volume_remove(volume.name):
+                    removed.append(f"volume {volume.name}")
+    for network in await api.networks_list(owner):
+        if stale(network.labels, _parse_time(network.created)):
+            with contextlib.suppress(EngineError):
+                if await api.network_remove(network.id):
+                    removed.append(f"network {network.name}")
+    return removed
+
+
+def _parse_time(text: str) -> datetime | None:
+    """Engine timestamps: RFC 3339 with up to nanoseconds, which Python reads to micro."""
+    match = re.match(r"(.*T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?", text)
+    if not match:
+        return None
+    fraction = (match[2] or "")[:7]
+    zone = "+00:00" if match[3] in (None, "Z") else match[3]
+    try:
+        return datetime.fromisoformat(f"{match[1]}{fraction}{zone}")
+    except ValueError:
+        return None

@@ -1,0 +1,858 @@
+"""Cache entries: metadata in SQLite, archives as files, uploads, downloads and eviction.
+
+Layout under the cache dir (spec 10.2):
+
+* ``cache.sqlite3``: one row per entry or reservation (spec 10.3).
+* ``blobs/<id mod 256 as 2 hex>/<id>``: committed archives; they appear only by rename.
+  They are not fsynced (a v1 commit is a rename of the file the parts were written
+  into, which keeps a 1 GiB commit instant); a blob whose size no longer matches its row,
+  as after a power loss, counts as lost and is dropped at lookup.
+* ``uploads/<id>/``: staging of a reservation. v1 parts are written straight into
+  ``data`` at their offsets (so commit is a rename, not a copy) and each finished part
+  leaves an empty marker ``part-<first>-<end>`` (16 hex digits each, end exclusive): only
+  marked ranges count. v2 uses ``blob`` (single shot), ``block-<sha256 of block id>`` and
+  ``blocklist.json``. Names never derive from keys, versions, repositories or block ids.
+
+SQLite runs on one connection in a worker thread behind a limiter of one; file work runs
+in other worker threads. In-memory state (readers, writers, in-flight part ranges) is only
+touched on the trio thread, which is what makes the check-then-mark sequences atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+import trio
+
+from trio_runner.cache.settings import EvictionPolicy
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STALL_TIMEOUT_MS = 5 * 60 * 1000
+IN_USE_GRACE_MS = 10 * 60 * 1000
+MAX_KEYS = 10
+MAX_KEY_LENGTH = 512
+MAX_BLOCKS = 50_000
+WRITE_BUFFER = 1024 * 1024
+READ_CHUNK = 1024 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+  id         INTEGER PRIMARY KEY AUTOINCREMENT,
+  repo       TEXT    NOT NULL,
+  key        TEXT    NOT NULL,
+  version    TEXT    NOT NULL,
+  size       INTEGER NOT NULL DEFAULT -1,
+  complete   INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  used_at    INTEGER NOT NULL,
+  api        INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_match ON entries (repo, version, complete, key);
+CREATE INDEX IF NOT EXISTS entries_used  ON entries (complete, used_at);
+CREATE UNIQUE INDEX IF NOT EXISTS entries_one_reservation
+  ON entries (repo, key, version) WHERE complete = 0;
+"""
+_COLUMNS = "id, repo, key, version, size, complete, created_at, used_at"
+
+
+class StoreError(Exception):
+    """A refusal with the HTTP status it maps to; the text is safe to show to a client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: int
+    repo: str
+    key: str
+    version: str
+    size: int
+    complete: bool
+    created_at: int
+    used_at: int
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _entry(row: Sequence[object]) -> Entry:
+    id_, repo, key, version, size, complete, created, used = row
+    assert isinstance(id_, int) and isinstance(size, int)
+    assert isinstance(created, int) and isinstance(used, int)
+    return Entry(id_, str(repo), str(key), str(version), size, bool(complete), created, used)
+
+
+def _prefix_upper_bound(prefix: str) -> str | None:
+    """Smallest string greater than every string starting with ``prefix`` (code-point order,
+    which is SQLite's binary order on UTF-8), so a prefix lookup is an index range scan."""
+    for cut in range(len(prefix) - 1, -1, -1):
+        code = ord(prefix[cut]) + 1
+        if 0xD800 <= code <= 0xDFFF:
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return prefix[:cut] + chr(code)
+    return None
+
+
+def block_name(block_id: str) -> str:
+    return "block-" + hashlib.sha256(block_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    first: int
+    end: int  # exclusive
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.first:016x}-{self.end:016x}"
+
+    @classmethod
+    def parse(cls, name: str) -> _Part | None:
+        pieces = name.split("-")
+        if len(pieces) != 3 or pieces[0] != "part":
+            return None
+        try:
+            return cls(int(pieces[1], 16), int(pieces[2], 16))
+        except ValueError:
+            return None
+
+
+class Store:
+    """The entries of one cache dir. Call :meth:`open` before use and :meth:`close` after."""
+
+    def __init__(self, root: Path, policy: EvictionPolicy) -> None:
+        self.root = root
+        self.policy = policy
+        self._blobs = root / "blobs"
+        self._uploads = root / "uploads"
+        self._conn: sqlite3.Connection | None = None
+        self._db_limiter = trio.CapacityLimiter(1)
+        self._readers: dict[int, int] = {}
+        self._writers: dict[int, int] = {}
+        self._claims: dict[int, list[_Part]] = {}
+        self._finishing: set[int] = set()
+        self._deleting: set[int] = set()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: object) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._db_limiter)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("cache store is not open")
+        return self._conn
+
+    def blob_path(self, entry_id: int) -> Path:
+        return self._blobs / f"{entry_id % 256:02x}" / str(entry_id)
+
+    def staging(self, entry_id: int) -> Path:
+        return self._uploads / str(entry_id)
+
+    async def open(self) -> None:
+        await self._db(self._open_sync)
+        await self.sweep()
+
+    def _open_sync(self) -> None:
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._uploads.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.root / "cache.sqlite3", check_same_thread=False, isolation_level=None
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+        self._reconcile()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._db(conn.close)
+
+    def _reconcile(self) -> None:
+        """Remove what a crash can leave behind (spec 10.5)."""
+        rows = dict(self.conn.execute("SELECT id, complete FROM entries").fetchall())
+        for staging in self._uploads.iterdir():
+            name = staging.name
+            if not name.isdigit() or rows.get(int(name)) != 0:
+                _remove_tree(staging)
+                continue
+            for leftover in staging.glob("*.tmp"):
+                leftover.unlink(missing_ok=True)
+        for bucket in self._blobs.iterdir():
+            for blob in bucket.iterdir() if bucket.is_dir() else ():
+                name = blob.name
+                if not name.isdigit() or rows.get(int(name)) != 1:
+                    blob.unlink(missing_ok=True)
+        dangling = [
+            (i,) for i, complete in rows.items() if complete and not self.blob_path(i).is_file()
+        ]
+        with self._transaction():
+            self.conn.executemany("DELETE FROM entries WHERE id = ?", dangling)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _touch(self, entry_id: int) -> None:
+        self.conn.execute("UPDATE entries SET used_at = ? WHERE id = ?", (now_ms(), entry_id))
+
+    def _get(self, entry_id: int) -> Entry | None:
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (entry_id,)
+        ).fetchone()
+        return None if row is None else _entry(row)
+
+    def in_use(self, entry: Entry, now: int) -> bool:
+        return now - entry.used_at < IN_USE_GRACE_MS or self._readers.get(entry.id, 0) > 0
+
+    # -- lookups --------------------------------------------------------------------------
+
+    async def find(self, repo: str, keys: Sequence[str], version: str) -> Entry | None:
+        """Spec section 8; stamps ``used_at`` on a hit and drops a hit whose blob is lost."""
+        return await self._db(self._find_sync, repo, list(keys), version)
+
+    def _find_sync(self, repo: str, keys: list[str], version: str) -> Entry | None:
+        base = f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND version = ? AND complete = 1"
+        newest = " ORDER BY created_at DESC, id DESC LIMIT 1"
+        for key in keys:
+            row = self.conn.execute(base + " AND key = ?" + newest, (repo, version, key)).fetchone()
+            if row is None:
+                upper = _prefix_upper_bound(key)
+                sql = base + " AND key >= ? AND substr(key, 1, length(?)) = ?"
+                params: tuple[str, ...] = (repo, version, key, key, key)
+                if upper is not None:
+                    sql += " AND key < ?"
+                    params += (upper,)
+                row = self.conn.execute(sql + newest, params).fetchone()
+            if row is None:
+                continue
+            entry = _entry(row)
+            if _file_size(self.blob_path(entry.id)) != entry.size:
+                with self._transaction():
+                    self.conn.execute("DELETE FROM entries WHERE id = ?", (entry.id,))
+                return None
+            self._touch(entry.id)
+            return entry
+        return None
+
+    async def list_key(self, repo: str, key: str) -> list[Entry]:
+        def query() -> list[Entry]:
+            rows = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND key = ? AND complete = 1"
+                " ORDER BY created_at DESC, id DESC",
+                (repo, key),
+            ).fetchall()
+            return [_entry(r) for r in rows]
+
+        return await self._db(query)
+
+    # -- reservations ---------------------------------------------------------------------
+
+    async def reserve(self, repo: str, key: str, version: str, size: int, api: int) -> int:
+        """A new reservation's id; StoreError 409 when the entry exists or is being uploaded."""
+        if self.policy.max_entry_size and size > self.policy.max_entry_size:
+            raise StoreError(
+                400,
+                f"cache size {size} bytes exceeds the maximum entry size of "
+                f"{self.policy.max_entry_size} bytes",
+            )
+        return await self._db(self._reserve_sync, repo, key, version, size, api)
+
+    def _reserve_sync(self, repo: str, key: str, version: str, size: int, api: int) -> int:
+        now = now_ms()
+        with self._transaction():
+            rows = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND key = ? AND version = ?",
+                (repo, key, version),
+            ).fetchall()
+            for entry in map(_entry, rows):
+                if entry.complete:
+                    self._touch(entry.id)
+                    raise StoreError(409, "cache entry already exists")
+                if now - entry.used_at < STALL_TIMEOUT_MS or self._writers.get(entry.id):
+                    raise StoreError(409, "another job is uploading this entry")
+                _remove_tree(self.staging(entry.id))
+                self.conn.execute("DELETE FROM entries WHERE id = ?", (entry.id,))
+            cursor = self.conn.execute(
+                "INSERT INTO entries (repo, key, version, size, complete, created_at, used_at, api)"
+                " VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+                (repo, key, version, size if size > 0 else -1, now, now, api),
+            )
+        entry_id = cursor.lastrowid
+        assert entry_id is not None
+        return entry_id
+
+    async def reservation(self, entry_id: int, repo: str | None) -> Entry:
+        """The incomplete entry ``entry_id``, checked against the caller's repo (None: the
+        caller holds a signed URL, which already names the entry)."""
+        entry = await self._db(self._get, entry_id)
+        if entry is None:
+            raise StoreError(404, f"cache {entry_id}: not reserved")
+        if repo is not None and entry.repo != repo:
+            raise StoreError(403, f"cache {entry_id}: forbidden")
+        if entry.complete or entry_id in self._finishing:
+            raise StoreError(409, f"cache {entry_id}: already committed")
+        return entry
+
+    async def find_reservation(self, repo: str, key: str, version: str) -> Entry | None:
+        def query() -> Entry | None:
+            row = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND key = ? AND version = ?"
+                " AND complete = 0",
+                (repo, key, version),
+            ).fetchone()
+            return None if row is None else _entry(row)
+
+        return await self._db(query)
+
+    # -- writing --------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _writing(self, entry_id: int) -> AsyncIterator[None]:
+        """Mark a body as being received: the reservation is live, commit must wait."""
+        self._writers[entry_id] = self._writers.get(entry_id, 0) + 1
+        try:
+            await self._db(self._touch, entry_id)
+            yield
+            with trio.CancelScope(shield=True):
+                await self._db(self._touch, entry_id)
+        finally:
+            left = self._writers[entry_id] - 1
+            if left:
+                self._writers[entry_id] = left
+            else:
+                del self._writers[entry_id]
+
+    async def _ensure_space(self, length: int) -> None:
+        free = await _free_bytes(self.root)
+        if free is None or free - length >= self.policy.min_free_disk:
+            return
+        await self._evict_for_free_space()
+        free = await _free_bytes(self.root)
+        if free is not None and free - length < self.policy.min_free_disk:
+            raise StoreError(507, "insufficient storage")
+
+    def _check_max(self, end: int) -> None:
+        limit = self.policy.max_entry_size
+        if limit and end > limit:
+            raise StoreError(413, f"upload exceeds the maximum entry size of {limit} bytes")
+
+    async def write_part(
+        self, entry: Entry, first: int, last: int, total: int | None, body: AsyncIterator[bytes]
+    ) -> None:
+        """Store one v1 part (spec 6.4 checks 6 to 10), streamed to its offset in ``data``."""
+        if entry.size >= 0 and (last >= entry.size or (total is not None and total != entry.size)):
+            raise StoreError(400, "range outside the reserved size")
+        part = _Part(first, last + 1)
+        self._check_max(part.end)
+        claims = self._claims.setdefault(entry.id, [])
+        for other in claims:
+            if other.first < part.end and part.first < other.end:
+                raise StoreError(400, f"range overlaps bytes {other.first}-{other.end - 1}")
+        claims.append(part)
+        try:
+            staging = self.staging(entry.id)
+            for other in await trio.to_thread.run_sync(_stored_parts, staging):
+                if other == part:
+                    await trio.to_thread.run_sync(_unlink, staging / part.name)
+                elif other.first < part.end and part.first < other.end:
+                    raise StoreError(400, f"range overlaps bytes {other.first}-{other.end - 1}")
+            await self._ensure_space(part.end - part.first)
+            async with self._writing(entry.id):
+                fd = await trio.to_thread.run_sync(_open_data, staging)
+                try:
+                    received = await _receive(fd, first, body, part.end - part.first)
+                finally:
+                    os.close(fd)
+                if received != part.end - part.first:
+                    raise StoreError(400, "body length does not match Content-Range")
+                await trio.to_thread.run_sync(_touch_file, staging / part.name)
+        finally:
+            claims.remove(part)
+            if not claims:
+                del self._claims[entry.id]
+
+    async def put_blob(self, entry: Entry, body: AsyncIterator[bytes]) -> None:
+        """v2 Put Blob: the body is the whole archive; it replaces anything staged."""
+        async with self._writing(entry.id):
+            staging = self.staging(entry.id)
+            await self._stream_to(staging, "blob", body, self.policy.max_entry_size or None)
+            await trio.to_thread.run_sync(_drop_blocks, staging, set())
+
+    async def put_block(self, entry: Entry, block_id: str, body: AsyncIterator[bytes]) -> None:
+        async with self._writing(entry.id):
+            staging = self.staging(entry.id)
+            room: int | None = None
+            if self.policy.max_entry_size:
+                staged = await trio.to_thread.run_sync(_staged_block_bytes, staging)
+                room = max(self.policy.max_entry_size - staged, 0)
+            await self._stream_to(staging, block_name(block_id), body, room)
+
+    async def put_block_list(self, entry: Entry, block_ids: Sequence[str]) -> None:
+        names = [block_name(b) for b in block_ids]
+        staging = self.staging(entry.id)
+
+        def commit_list() -> None:
+            for index, name in enumerate(names):
+                if not (staging / name).is_file():
+                    raise StoreError(400, f"block {index} of cache {entry.id} was never uploaded")
+            total = sum((staging / n).stat().st_size for n in set(names))
+            self._check_max(total)
+            _atomic_write(staging / "blocklist.json", json.dumps(names).encode())
+            _drop_blocks(staging, set(names))
+            _unlink(staging / "blob")
+
+        async with self._writing(entry.id):
+            await trio.to_thread.run_sync(commit_list)
+
+    async def _stream_to(
+        self, staging: Path, name: str, body: AsyncIterator[bytes], limit: int | None
+    ) -> None:
+        """Receive a body into ``staging/name`` via a temporary file, at most ``limit``
+        bytes (None: no limit)."""
+        tmp = staging / f"{name}.{os.urandom(6).hex()}.tmp"
+        fd = await trio.to_thread.run_sync(_open_new, tmp)
+        try:
+            try:
+                await _receive(fd, 0, body, None, limit)
+            finally:
+                os.close(fd)
+            await trio.to_thread.run_sync(os.replace, tmp, staging / name)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_unlink, tmp)
+            raise
+
+    # -- committing -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _finishing_entry(self, entry: Entry) -> AsyncIterator[None]:
+        if entry.id in self._finishing:
+            raise StoreError(409, f"cache {entry.id}: already committed")
+        if self._writers.get(entry.id) or self._claims.get(entry.id):
+            raise StoreError(409, f"cache {entry.id}: an upload is still in progress")
+        self._finishing.add(entry.id)
+        try:
+            yield
+        finally:
+            self._finishing.discard(entry.id)
+
+    async def commit(self, entry: Entry, size: int | None) -> None:
+        """v1 commit (spec 6.5 steps 3 to 7); a failed check deletes the reservation."""
+        if size is not None and entry.size >= 0 and size != entry.size:
+            raise StoreError(400, "size does not match the reserved size")
+        expected = size if size is not None else (entry.size if entry.size >= 0 else None)
+        async with self._finishing_entry(entry):
+            try:
+                final = await trio.to_thread.run_sync(self._assemble_parts, entry.id, expected)
+            except StoreError:
+                await self._delete_sync_guarded(entry.id)
+                raise
+            await self._mark_complete(entry, final)
+
+    def _assemble_parts(self, entry_id: int, expected: int | None) -> int:
+        staging = self.staging(entry_id)
+        parts = sorted(_stored_parts(staging), key=lambda p: p.first)
+        position = 0
+        for part in parts:
+            if part.first != position:
+                what = "gap" if part.first > position else "overlap"
+                raise StoreError(400, f"upload incomplete: {what} at byte {position}")
+            position = part.end
+        if expected is not None and position != expected:
+            raise StoreError(
+                400, f"upload incomplete: {position} bytes uploaded, expected {expected}"
+            )
+        fd = _open_data(staging)
+        try:
+            os.ftruncate(fd, position)
+        finally:
+            os.close(fd)
+        self._publish(entry_id, staging / "data")
+        return position
+
+    async def finalize(self, repo: str, key: str, version: str, size: int) -> tuple[int, str]:
+        """v2 Finalize: ``(entry id, "")`` on success, ``(0, message)`` when refused."""
+        entry = await self.find_reservation(repo, key, version)
+        if entry is None:
+            return 0, ""
+        async with self._finishing_entry(entry):
+            try:
+                await trio.to_thread.run_sync(self._assemble_v2, entry.id, size)
+            except StoreError as exc:
+                await self._delete_sync_guarded(entry.id)
+                return 0, exc.message
+            await self._mark_complete(entry, size)
+        return entry.id, ""
+
+    def _assemble_v2(self, entry_id: int, size: int) -> None:
+        staging = self.staging(entry_id)
+        blocklist = staging / "blocklist.json"
+        if blocklist.is_file():
+            names: list[str] = json.loads(blocklist.read_bytes())
+            sources = [staging / n for n in names]
+        elif (staging / "blob").is_file():
+            sources = [staging / "blob"]
+        else:
+            raise StoreError(400, "no data was uploaded")
+        uploaded = sum(s.stat().st_size for s in sources)
+        if uploaded != size:
+            raise StoreError(400, f"uploaded {uploaded} bytes, expected {size}")
+        if len(sources) == 1 and sources[0].name == "blob":
+            self._publish(entry_id, sources[0])
+            return
+        assembled = staging / "assembled.tmp"
+        with assembled.open("wb") as out:
+            for source in sources:
+                with source.open("rb") as src:
+                    shutil.copyfileobj(src, out, READ_CHUNK)
+        self._publish(entry_id, assembled)
+
+    def _publish(self, entry_id: int, source: Path) -> None:
+        target = self.blob_path(entry_id)
+        target.parent.mkdir(exist_ok=True)
+        os.replace(source, target)
+
+    async def _mark_complete(self, entry: Entry, size: int) -> None:
+        def update() -> None:
+            with self._transaction():
+                self.conn.execute(
+                    "UPDATE entries SET size = ?, complete = 1, used_at = ? WHERE id = ?",
+                    (size, now_ms(), entry.id),
+                )
+            _remove_tree(self.staging(entry.id))
+
+        await self._db(update)
+        await self._enforce_limits(entry.repo)
+
+    # -- downloading ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def open_blob(self, entry_id: int) -> AsyncIterator[tuple[BinaryIO, int]]:
+        """The committed archive and its size; eviction skips it while this is open."""
+        if entry_id in self._deleting:
+            raise StoreError(404, f"cache {entry_id}: not found")
+        self._readers[entry_id] = self._readers.get(entry_id, 0) + 1
+        try:
+
+            def open_sync() -> BinaryIO | None:
+                entry = self._get(entry_id)
+                if entry is None or not entry.complete:
+                    return None
+                self._touch(entry_id)
+                try:
+                    return self.blob_path(entry_id).open("rb")
+                except FileNotFoundError:
+                    return None
+
+            handle = await self._db(open_sync)
+            if handle is None:
+                raise StoreError(404, f"cache {entry_id}: not found")
+            try:
+                yield handle, os.fstat(handle.fileno()).st_size
+            finally:
+                handle.close()
+        finally:
+            left = self._readers[entry_id] - 1
+            if left:
+                self._readers[entry_id] = left
+            else:
+                del self._readers[entry_id]
+
+    # -- eviction -------------------------------------------------------------------------
+
+    async def _delete(self, entry_ids: Sequence[int]) -> None:
+        """Delete entries nobody is reading or writing."""
+        for entry_id in entry_ids:
+            if self._readers.get(entry_id) or self._writers.get(entry_id):
+                continue
+            if entry_id in self._deleting or entry_id in self._finishing:
+                continue
+            await self._delete_sync_guarded(entry_id)
+
+    async def _delete_sync_guarded(self, entry_id: int) -> None:
+        """Delete one entry; downloads starting meanwhile see it as gone."""
+        self._deleting.add(entry_id)
+        try:
+            with trio.CancelScope(shield=True):
+                await self._db(self._delete_sync, entry_id)
+        finally:
+            self._deleting.discard(entry_id)
+
+    def _delete_sync(self, entry_id: int) -> None:
+        """Files first, then the row; a file that will not go keeps its row (spec 10.4)."""
+        try:
+            self.blob_path(entry_id).unlink(missing_ok=True)
+            _remove_tree(self.staging(entry_id), strict=True)
+        except OSError as exc:
+            log.warning("cannot delete files of cache entry %d: %s", entry_id, exc.strerror)
+            return
+        with self._transaction():
+            self.conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+
+    def _select(self, sql: str, *params: object) -> list[Entry]:
+        return [_entry(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    async def sweep(self) -> None:
+        """All eviction passes of spec 11.2, in order."""
+        now = now_ms()
+        stale = await self._db(
+            self._select,
+            f"SELECT {_COLUMNS} FROM entries WHERE complete = 0 AND used_at < ?",
+            now - STALL_TIMEOUT_MS,
+        )
+        await self._delete([e.id for e in stale])
+        if self.policy.retention > 0:
+            cutoff = now - max(int(self.policy.retention * 1000), IN_USE_GRACE_MS)
+            expired = await self._db(
+                self._select, f"SELECT {_COLUMNS} FROM entries WHERE used_at < ?", cutoff
+            )
+            await self._delete([e.id for e in expired])
+        superseded = await self._db(
+            self._select,
+            f"SELECT {_COLUMNS} FROM entries e WHERE complete = 1 AND EXISTS ("
+            " SELECT 1 FROM entries n WHERE n.complete = 1 AND n.repo = e.repo"
+            " AND n.key = e.key AND n.version = e.version AND (n.created_at > e.created_at"
+            " OR (n.created_at = e.created_at AND n.id > e.id)))",
+        )
+        await self._delete([e.id for e in superseded if not self.in_use(e, now)])
+        if self.policy.repo_size_limit > 0:
+            repos = await self._db(
+                lambda: [
+                    str(r[0])
+                    for r in self.conn.execute(
+                        "SELECT repo FROM entries WHERE complete = 1 GROUP BY repo"
+                        " HAVING SUM(size) > ?",
+                        (self.policy.repo_size_limit,),
+                    )
+                ]
+            )
+            for repo in repos:
+                await self._evict_repo(repo)
+        await self._evict_total()
+        await self._evict_for_free_space()
+
+    async def _evict_repo(self, repo: str) -> None:
+        entries = await self._db(
+            self._select,
+            f"SELECT {_COLUMNS} FROM entries WHERE complete = 1 AND repo = ? ORDER BY used_at",
+            repo,
+        )
+        await self._evict_to_limit(entries, self.policy.repo_size_limit)
+
+    async def _evict_total(self) -> None:
+        limit = self.policy.size_limit
+        if limit <= 0:
+            return
+        total = await self._db(self._complete_bytes)
+        if total > limit:
+            await self._evict_to_limit(await self._all_complete(), limit)
+
+    async def _all_complete(self) -> list[Entry]:
+        return await self._db(
+            self._select, f"SELECT {_COLUMNS} FROM entries WHERE complete = 1 ORDER BY used_at"
+        )
+
+    def _complete_bytes(self, repo: str | None = None) -> int:
+        sql = "SELECT COALESCE(SUM(size), 0) FROM entries WHERE complete = 1"
+        row = (
+            self.conn.execute(sql).fetchone()
+            if repo is None
+            else self.conn.execute(sql + " AND repo = ?", (repo,)).fetchone()
+        )
+        return int(row[0])
+
+    async def _evict_for_free_space(self) -> None:
+        free = await _free_bytes(self.root)
+        if free is None or free >= self.policy.min_free_disk:
+            return
+        shortfall = self.policy.min_free_disk - free
+        entries = await self._all_complete()
+        total = sum(e.size for e in entries)
+        if total < shortfall:
+            log.warning(
+                "free disk space of the cache volume is below the floor and the cache holds "
+                "only %d bytes: something else is filling the volume",
+                total,
+            )
+        await self._evict_to_limit(entries, max(total - shortfall, 0))
+
+    async def _evict_to_limit(self, entries: Sequence[Entry], limit: int) -> None:
+        """Spec 11.3: oversized entries first, then least recently used; in-use entries stay
+        and still count."""
+        now = now_ms()
+        total = sum(e.size for e in entries)
+        victims: list[Entry] = []
+        for entry in entries:
+            if entry.size > limit and not self.in_use(entry, now):
+                log.warning(
+                    "evicting cache entry %r of %s: %d bytes exceed the limit of %d",
+                    entry.key,
+                    entry.repo,
+                    entry.size,
+                    limit,
+                )
+                victims.append(entry)
+                total -= entry.size
+        for entry in entries:
+            if total <= limit:
+                break
+            if entry in victims or self.in_use(entry, now):
+                continue
+            victims.append(entry)
+            total -= entry.size
+        await self._delete([v.id for v in victims])
+
+    async def _enforce_limits(self, repo: str) -> None:
+        """Commit-time eviction (spec 11.4)."""
+        if self.policy.repo_size_limit > 0:
+            used = await self._db(self._complete_bytes, repo)
+            if used > self.policy.repo_size_limit:
+                await self._evict_repo(repo)
+        await self._evict_total()
+        await self._evict_for_free_space()
+
+    async def run_sweeps(self) -> None:
+        """Sweep every ``sweep_interval`` until cancelled (the first sweep ran at open)."""
+        while True:
+            await trio.sleep(self.policy.effective_sweep_interval)
+            try:
+                await self.sweep()
+            except (OSError, sqlite3.Error) as exc:
+                log.warning("cache sweep failed: %s", exc)
+
+
+async def _free_bytes(path: Path) -> int | None:
+    try:
+        usage = await trio.to_thread.run_sync(shutil.disk_usage, path)
+    except OSError:
+        return None
+    return usage.free
+
+
+async def _receive(
+    fd: int,
+    offset: int,
+    body: AsyncIterator[bytes],
+    expected: int | None,
+    limit: int | None = None,
+) -> int:
+    """Write ``body`` at ``offset`` in 1 MiB batches and return its length. More than
+    ``expected`` bytes is a Content-Range mismatch, more than ``limit`` is too large; both
+    stop before anything past the allowed range is written."""
+    buffer = bytearray()
+    received = 0
+    position = offset
+    async for chunk in body:
+        received += len(chunk)
+        if limit is not None and received > limit:
+            raise StoreError(413, "upload exceeds the maximum entry size")
+        if expected is not None and received > expected:
+            raise StoreError(400, "body length does not match Content-Range")
+        buffer += chunk
+        if len(buffer) >= WRITE_BUFFER:
+            await trio.to_thread.run_sync(_pwrite_all, fd, buffer, position)
+            position += len(buffer)
+            buffer.clear()
+    if buffer:
+        await trio.to_thread.run_sync(_pwrite_all, fd, buffer, position)
+    return received
+
+
+def _pwrite_all(fd: int, data: bytearray, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def _stored_parts(staging: Path) -> list[_Part]:
+    try:
+        names = os.listdir(staging)
+    except FileNotFoundError:
+        return []
+    return [p for p in map(_Part.parse, names) if p is not None]
+
+
+def _open_data(staging: Path) -> int:
+    staging.mkdir(parents=True, exist_ok=True)
+    return os.open(staging / "data", os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def _open_new(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+
+def _touch_file(path: Path) -> None:
+    path.touch()
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _staged_block_bytes(staging: Path) -> int:
+    return sum(p.stat().st_size for p in staging.glob("block-*") if not p.name.endswith(".tmp"))
+
+
+def _drop_blocks(staging: Path, keep: set[str]) -> None:
+    """Remove staged blocks not in ``keep`` (and the block list when keeping none)."""
+    for block in staging.glob("block-*"):
+        if block.name not in keep and not block.name.endswith(".tmp"):
+            block.unlink(missing_ok=True)
+    if not keep:
+        (staging / "blocklist.json").unlink(missing_ok=True)
+
+
+def _remove_tree(path: Path, *, strict: bool = False) -> None:
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if strict:
+            raise

@@ -1,0 +1,274 @@
+"""One ``trio-runner exec`` run: stages, jobs, matrix legs, fail-fast and Ctrl-C.
+
+Stages run one after another; the jobs of a stage run concurrently (at most one per
+CPU), the legs of a job up to its ``max-parallel``. Each leg is an ordinary executor
+job (``JobRun``) on a single-job workflow shaped like Gitea's task payload, so a local
+run behaves like the daemon. A finished job's result and outputs become the ``needs``
+of its dependants (workflow-execution 1.5).
+
+Interruption: the first SIGINT cancels every running leg through its ``JobControl``
+(steps whose condition still holds keep running, post steps run) and starts nothing
+new; the second cancels the run's scope and kills the legs' processes at once. Each
+job environment removes its processes and directories on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import traceback
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+from trio_runner.backends.host import HostEnvironment
+from trio_runner.exec_command import RUNNER_NAME, ExecPlan
+from trio_runner.exec_output import ExecOutput, JobSummary
+from trio_runner.executor.job import JobControl, JobRequest, JobRun, Need
+from trio_runner.workflow import planner
+from trio_runner.workflow.expressions import ExpressionError, render_template
+from trio_runner.workflow.model import WorkflowError, step_display_name
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class _LegGroup:
+    """The legs of one job: their results (completion order) and fail-fast state."""
+
+    fail_fast: bool
+    results: list[str] = field(default_factory=list)
+    outputs: list[dict[str, str]] = field(default_factory=list)
+    controls: set[JobControl] = field(default_factory=set)
+    tripped: bool = False
+
+    def trip(self) -> None:
+        self.tripped = True
+        for control in list(self.controls):
+            control.cancel()
+
+
+class ExecRun:
+    """Runs an :class:`ExecPlan` and reports it to an :class:`ExecOutput`."""
+
+    def __init__(self, plan: ExecPlan, output: ExecOutput, workdir_parent: str) -> None:
+        self.plan = plan
+        self.output = output
+        self.workdir_parent = workdir_parent
+        self.needs: dict[tuple[str, str], Need] = {}
+        self.summaries: list[tuple[tuple[int, int, int], JobSummary]] = []
+        self.controls: set[JobControl] = set()
+        self.environments: set[HostEnvironment] = set()
+        self.interrupts = 0
+        self.failed = False
+        self.scope = trio.CancelScope()
+
+    def start(self) -> int:
+        """Run to the end and return the exit status."""
+        trio.run(self.run)
+        if self.interrupts:
+            result, code = planner.RESULT_CANCELLED, EXIT_INTERRUPTED
+        elif self.failed:
+            result, code = planner.RESULT_FAILURE, EXIT_FAILED
+        else:
+            result, code = planner.RESULT_SUCCESS, EXIT_OK
+        self.output.summary([summary for _, summary in sorted(self.summaries)], result, code)
+        return code
+
+    async def run(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_interrupts, interrupts, nursery)
+                with self.scope:
+                    await self._run_stages()
+                nursery.cancel_scope.cancel()
+
+    async def _watch_interrupts(
+        self, interrupts: AsyncIterator[int], nursery: trio.Nursery
+    ) -> None:
+        async for _ in interrupts:
+            self.interrupts += 1
+            if self.interrupts == 1:
+                self.output.message("exec", "Cancelling the run (Ctrl-C again to stop at once)")
+                for control in list(self.controls):
+                    control.cancel()
+                continue
+            self.output.message("exec", "Stopping now")
+            self.scope.cancel()
+            # The environments kill what is left of their steps without the grace periods.
+            for environment in list(self.environments):
+                nursery.start_soon(environment.teardown)
+
+    async def _run_stages(self) -> None:
+        limiter = trio.CapacityLimiter(os.cpu_count() or 1)
+        for stage_number, stage in enumerate(self.plan.stages):
+            async with trio.open_nursery() as nursery:
+                for job_number, planned in enumerate(stage):
+                    order = (stage_number, job_number)
+                    nursery.start_soon(self._run_job, planned, order, limiter)
+
+    # -- one job -----------------------------------------------------------------------
+
+    async def _run_job(
+        self, planned: planner.PlannedJob, order: tuple[int, int], limiter: trio.CapacityLimiter
+    ) -> None:
+        async with limiter:
+            if self.interrupts:
+                self._unrun(planned, order, planner.RESULT_CANCELLED)
+                return
+            needs = {
+                need: {"result": entry.result, "outputs": dict(entry.outputs)}
+                for need, entry in self._needs_of(planned).items()
+            }
+            contexts = self.plan.contexts(planned, needs)
+            try:
+                if not planner.job_condition(planned.job, contexts):
+                    self.output.message(planned.label, "Skipped: the job condition is false")
+                    self._unrun(planned, order, planner.RESULT_SKIPPED)
+                    return
+                leg_plan = planner.plan_legs(planned, contexts, self.plan.matrix_filters)
+            except (WorkflowError, ExpressionError) as exc:
+                self.output.message(planned.label, f"Error: {exc}", error=True)
+                self._unrun(planned, order, planner.RESULT_FAILURE)
+                self.failed = True
+                return
+            if not leg_plan.legs:
+                self.output.message(
+                    planned.label, "Skipped: no matrix combination matches --matrix"
+                )
+                self._unrun(planned, order, planner.RESULT_SKIPPED)
+                return
+            group = _LegGroup(fail_fast=leg_plan.fail_fast)
+            leg_limiter = trio.CapacityLimiter(leg_plan.max_parallel)
+            async with trio.open_nursery() as nursery:
+                for leg in leg_plan.legs:
+                    nursery.start_soon(
+                        self._run_leg, planned, leg, order, group, leg_limiter, contexts
+                    )
+            result, outputs = planner.aggregate_results(group.results, group.outputs)
+            self.needs[planned.key] = Need(result=result, outputs=outputs)
+
+    def _unrun(self, planned: planner.PlannedJob, order: tuple[int, int], result: str) -> None:
+        """A job that ran no leg: its result for dependants and the summary."""
+        self.needs[planned.key] = Need(result=result)
+        self._record(planned, planned.label, (*order, 0), result, 0.0)
+
+    def _record(
+        self,
+        planned: planner.PlannedJob,
+        label: str,
+        order: tuple[int, int, int],
+        result: str,
+        duration: float,
+    ) -> None:
+        self.summaries.append(
+            (
+                order,
+                JobSummary(
+                    label=label,
+                    workflow=planner.workflow_label(planned.workflow),
+                    job_id=planned.job_id,
+                    result=result,
+                    duration=duration,
+                ),
+            )
+        )
+
+    # -- one leg -----------------------------------------------------------------------
+
+    async def _run_leg(
+        self,
+        planned: planner.PlannedJob,
+        leg: planner.Leg,
+        order: tuple[int, int],
+        group: _LegGroup,
+        limiter: trio.CapacityLimiter,
+        contexts: dict[str, Any],
+    ) -> None:
+        label = f"{planner.workflow_label(planned.workflow)}/{leg.name}"
+        position = (*order, leg.index)
+        async with limiter:
+            if self.interrupts or group.tripped:
+                group.results.append(planner.RESULT_CANCELLED)
+                self._record(planned, label, position, planner.RESULT_CANCELLED, 0.0)
+                return
+            control = JobControl()
+            request = self._request(planned, leg, contexts)
+            run = JobRun(
+                request, self.output.job_sink(label, self._step_names(leg, contexts)), control
+            )
+            started = trio.current_time()
+            result = planner.RESULT_CANCELLED
+            outputs: dict[str, str] = {}
+            self.controls.add(control)
+            group.controls.add(control)
+            self.output.job_started(label, datetime.now(UTC))
+            try:
+                outcome = await run.run(self._open_environment)
+                result, outputs = outcome.result.value, outcome.outputs
+            except Exception as exc:  # a runner bug fails this job, not the run
+                text = "".join(traceback.format_exception_only(exc)).strip()
+                self.output.message(label, run.masker.mask(f"Runner error: {text}"), error=True)
+                result = planner.RESULT_FAILURE
+            finally:
+                self.controls.discard(control)
+                group.controls.discard(control)
+                duration = trio.current_time() - started
+                group.results.append(result)
+                group.outputs.append(outputs)
+                self.output.job_finished(label, result, duration)
+                self._record(planned, label, position, result, duration)
+            if result == planner.RESULT_FAILURE and not leg.continue_on_error:
+                self.failed = True
+                if group.fail_fast:
+                    group.trip()
+
+    def _request(
+        self, planned: planner.PlannedJob, leg: planner.Leg, contexts: dict[str, Any]
+    ) -> JobRequest:
+        plan = self.plan
+        return JobRequest(
+            workflow=leg.workflow,
+            job_id=leg.job_id,
+            task_context={**plan.github, "workflow": planned.workflow.file},
+            secrets=dict(plan.secrets),
+            vars=dict(plan.vars),
+            needs=self._needs_of(planned),
+            inputs=dict(contexts["inputs"]),
+            runner_env=dict(plan.job_env),
+            runner_name=RUNNER_NAME,
+            instance_url=plan.instance_url,
+            timeout=plan.config.runner.timeout,
+        )
+
+    def _needs_of(self, planned: planner.PlannedJob) -> dict[str, Need]:
+        """The direct needs of a job; all of them finished in earlier stages."""
+        return {need: self.needs[(planned.workflow.file, need)] for need in planned.job.needs}
+
+    def _step_names(self, leg: planner.Leg, contexts: dict[str, Any]) -> list[str]:
+        """Step names for the terminal; templates that need step state stay as written."""
+        leg_contexts = {**contexts, "matrix": leg.matrix}
+        names = []
+        for step in leg.job.steps:
+            name = step_display_name(step)
+            if step.name and "${{" in step.name:
+                with contextlib.suppress(ExpressionError):
+                    name = render_template(step.name, leg_contexts)
+            names.append(name)
+        return names
+
+    @asynccontextmanager
+    async def _open_environment(self) -> AsyncIterator[HostEnvironment]:
+        async with HostEnvironment.start(self.workdir_parent) as environment:
+            self.environments.add(environment)
+            try:
+                yield environment
+            finally:
+                self.environments.discard(environment)
