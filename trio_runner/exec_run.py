@@ -104,7 +104,7 @@ class ExecRun:
             self.scope.cancel()
             # The environments kill what is left of their steps without the grace periods.
             for environment in list(self.environments):
-                nursery.start_soon(environment.teardown)
+                nursery.start_soon(environment.kill)
 
     async def _run_stages(self) -> None:
         limiter = trio.CapacityLimiter(os.cpu_count() or 1)

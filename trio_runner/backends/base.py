@@ -6,7 +6,7 @@ The executor only speaks to this protocol; it never imports a concrete backend.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 #: Receives raw output bytes of a process (stdout and stderr merged, arrival order).
 OutputHandler = Callable[[bytes], Awaitable[None]]
@@ -47,4 +47,12 @@ class Environment(Protocol):
 
     async def which(self, command: str, path: str) -> str | None:
         """The absolute path of ``command`` on the ``PATH`` value given, or None."""
+        ...
+
+    def job_context(self) -> dict[str, Any]:
+        """The ``container`` and ``services`` parts of the ``job`` context (4.2)."""
+        ...
+
+    async def kill(self) -> None:
+        """Kill every process of the job at once (a second interrupt); no cleanup."""
         ...

@@ -16,6 +16,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -62,12 +63,18 @@ class HostEnvironment:
 
     async def teardown(self) -> None:
         """Kill every process of the job, then remove the job directory."""
+        await self.kill()
+        await trio.to_thread.run_sync(shutil.rmtree, self.root, True)
+
+    async def kill(self) -> None:
         for pgid in self._groups:
             _signal_group(pgid, signal.SIGKILL)
         for pid in await trio.to_thread.run_sync(_marked_processes, self.marker):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        await trio.to_thread.run_sync(shutil.rmtree, self.root, True)
+
+    def job_context(self) -> dict[str, Any]:
+        return {"container": {"id": "", "network": ""}, "services": {}}
 
     async def exec(
         self,

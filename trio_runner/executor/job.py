@@ -234,7 +234,7 @@ class JobRun:
             "strategy": strategy_context(self.job.strategy_context),
             "matrix": self.job.matrix_values,
             "runner": runner.context(),
-            "job": {"status": "success", "container": {"id": "", "network": ""}, "services": {}},
+            "job": {"status": "success", **env.job_context()},
             "steps": self.steps_ctx,
         }
         try:
