@@ -8,7 +8,8 @@ import os
 import signal
 import subprocess
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,10 @@ def workflow(*steps: str, job: str = "build", extra: str = "") -> str:
 async def gitea() -> AsyncIterator[FakeGitea]:
     async with serve_fake_gitea() as fake:
         yield fake
+
+
+def has_row(text: str) -> Callable[[list[tuple[datetime, str]]], bool]:
+    return lambda rows: any(content == text for _, content in rows)
 
 
 def assert_clean(gitea: FakeGitea, *task_ids: int) -> None:
@@ -124,7 +129,7 @@ async def test_cancel_from_server_runs_always_steps(gitea: FakeGitea, tmp_path: 
     )
     task_id = gitea.queue_task(wf)
     async with start_runner(tmp_path, config) as runner:
-        await gitea.wait_rows(task_id, lambda rows: "started" in rows)
+        await gitea.wait_rows(task_id, has_row("started"))
         gitea.cancel_task(task_id)
         assert await gitea.wait_task_final(task_id) is Result.CANCELLED
         runner.signal(signal.SIGTERM)
@@ -200,7 +205,7 @@ async def test_sigterm_lets_the_running_job_finish(gitea: FakeGitea, tmp_path: P
     script = f'echo waiting; for i in $(seq 300); do [ -e "{flag}" ] && break; sleep 0.1; done; echo finished'
     task_id = gitea.queue_task(workflow(script))
     async with start_runner(tmp_path, config) as runner:
-        await gitea.wait_rows(task_id, lambda rows: "waiting" in rows)
+        await gitea.wait_rows(task_id, has_row("waiting"))
         runner.signal(signal.SIGTERM)
         # The daemon keeps the job running; let it end now.
         flag.touch()
@@ -215,7 +220,7 @@ async def test_shutdown_timeout_cancels_and_reports(gitea: FakeGitea, tmp_path: 
     config = write_config(tmp_path, runner={"shutdown_timeout": "0s"})
     task_id = gitea.queue_task(workflow("echo long; sleep 300"))
     async with start_runner(tmp_path, config) as runner:
-        await gitea.wait_rows(task_id, lambda rows: "long" in rows)
+        await gitea.wait_rows(task_id, has_row("long"))
         runner.signal(signal.SIGTERM)
         assert await runner.wait() == 0
     assert gitea.task(task_id).result is Result.CANCELLED
@@ -235,7 +240,7 @@ async def test_secrets_never_reach_a_row(gitea: FakeGitea, tmp_path: Path) -> No
         'printf "%s" "$API_KEY" | base64',
         "python3 -c \"import urllib.parse,os;print(urllib.parse.quote_plus(os.environ['API_KEY']))\"",
         'echo "$MULTI"',
-        'echo "::add-mask::dynamic-value-123"; echo "later dynamic-value-123"',
+        'v="dynamic-value-$((100 + 23))"; echo "::add-mask::$v"; echo "later $v"',
         'echo "token $ACTIONS_RUNTIME_TOKEN $GITHUB_TOKEN"',
     ]
     wf = workflow(
@@ -279,7 +284,7 @@ async def test_cancel_leaves_no_background_child(gitea: FakeGitea, tmp_path: Pat
     )
     task_id = gitea.queue_task(workflow(script))
     async with start_runner(tmp_path, config) as runner:
-        await gitea.wait_rows(task_id, lambda rows: "spawned" in rows)
+        await gitea.wait_rows(task_id, has_row("spawned"))
         assert _processes_with(marker)
         gitea.cancel_task(task_id)
         assert await gitea.wait_task_final(task_id) is Result.CANCELLED

@@ -21,7 +21,13 @@ import trio
 from trio_runner import __version__
 from trio_runner.config import Config, env_overrides, load_config
 from trio_runner.daemon.poller import PollSettings, Poller, RunnerGone
-from trio_runner.daemon.task import CancelCause, RunningTask, TaskEnvironment, run_task
+from trio_runner.daemon.task import (
+    RESULTS,
+    CancelCause,
+    RunningTask,
+    TaskEnvironment,
+    run_task,
+)
 from trio_runner.gitea.client import RunnerClient, retry
 from trio_runner.gitea.connect import ConnectError
 from trio_runner.gitea.messages import DeclareRequest, Task
@@ -87,6 +93,7 @@ class Daemon:
         self.running: dict[int, RunningTask] = {}
         self.exit_code = 0
         self.ready = False
+        self.on_poll: Callable[[str], None] = lambda _outcome: None
         self._idle = trio.Event()
 
     async def serve(self) -> int:
@@ -158,7 +165,7 @@ class Daemon:
                 async def start(task: Task, release: Callable[[], None]) -> None:
                     await tasks.start(self._task, task, env, release)
 
-                poller = Poller(client, settings, start)
+                poller = Poller(client, settings, start, self.on_poll)
                 tasks.start_soon(self._signals, signals, poll_scope, tasks.cancel_scope)
                 self.ready = True
                 with poll_scope:
@@ -237,5 +244,35 @@ class Daemon:
 
 @asynccontextmanager
 async def _services(daemon: Daemon, nursery: trio.Nursery) -> AsyncIterator[dict[str, Any]]:
-    """Start the cache and metrics servers in the daemon's sibling nursery."""
-    yield {}
+    """Start the cache and metrics servers in the daemon's sibling nursery.
+
+    Yields the TaskEnvironment fields they provide. The servers are imported only when
+    enabled, so a daemon without them does not pay for loading them.
+    """
+    config = daemon.config
+    services: dict[str, Any] = {}
+    if config.cache.enabled:
+        from trio_runner.cache.server import RemoteCache, run_cache_server
+        from trio_runner.cache.settings import settings_from_config
+
+        cache: Any
+        if config.cache.external_server:
+            cache = RemoteCache(config.cache.external_server, str(config.cache.external_secret))
+        else:
+            cache = await nursery.start(run_cache_server, settings_from_config(config))
+        log.info("serving the Actions cache to jobs at %s", cache.url)
+        services.update(cache_url=cache.url, cache_v2=config.cache.v2, job_token=cache.job_token)
+    if config.metrics.enabled:
+        from trio_runner.observability import RunnerMetrics, serve_metrics
+
+        metrics = RunnerMetrics()
+        metrics.set_runner(
+            version=__version__, name=daemon.registration.name, capacity=config.runner.capacity
+        )
+        metrics.count_running_with(lambda: len(daemon.running))
+        await nursery.start(serve_metrics, config.metrics.addr, metrics, daemon)
+        daemon.on_poll = lambda outcome: metrics.poll_fetch_total.labels(outcome).inc()
+        services["on_finished"] = lambda result, seconds: metrics.job_finished(
+            RESULTS[result], seconds
+        )
+    yield services

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -23,7 +23,7 @@ from trio_runner.backends.base import Environment
 from trio_runner.backends.host import HostEnvironment
 from trio_runner.config import Config
 from trio_runner.daemon.reporter import Reporter, ReporterSettings
-from trio_runner.executor.job import JobControl, JobRequest, JobRun, Need
+from trio_runner.executor.job import CLEANUP_BUDGET, JobControl, JobRequest, JobRun, Need
 from trio_runner.executor.sink import Conclusion
 from trio_runner.gitea.messages import Result, Task
 from trio_runner.labels import Label
@@ -31,6 +31,11 @@ from trio_runner.workflow.contexts import inputs_context
 from trio_runner.workflow.model import WorkflowError, load_task_payload
 
 log = logging.getLogger(__name__)
+
+
+#: Time after runner.timeout for the always() steps, post steps and teardown the
+#: executor still runs (each has its own budget) before the task is stopped outright.
+HARD_LIMIT_GRACE = 2 * CLEANUP_BUDGET + 60.0
 
 
 class CancelCause(enum.Enum):
@@ -41,7 +46,12 @@ class CancelCause(enum.Enum):
     SHUTDOWN = "runner shutdown"
 
 
-JobToken = Callable[[str, str], AbstractAsyncContextManager[None]]
+class JobToken(Protocol):
+    """Registers a job's runtime token with the cache while the context is open."""
+
+    def __call__(
+        self, token: str, repository: str, *, warn: Callable[[str], None] | None = None
+    ) -> AbstractAsyncContextManager[None]: ...
 
 
 @dataclass
@@ -91,7 +101,7 @@ def job_environment_variables(
             "GITEA_ACTIONS": "true",
             "GITEA_ACTIONS_RUNNER_VERSION": __version__,
             "ACTIONS_RUNTIME_URL": f"{instance}/api/actions_pipeline/",
-            "ACTIONS_RESULTS_URL": instance,
+            "ACTIONSRESULTS_URL": instance,
             "ACTIONS_RUNTIME_TOKEN": runtime_token,
         }
     )
@@ -178,15 +188,20 @@ async def run_task(task: Task, env: TaskEnvironment, running: RunningTask) -> Co
         )
         run = JobRun(request, reporter, running.control)
         try:
-            async with _job_token(env, context, variables["ACTIONS_RUNTIME_TOKEN"]):
-                with running.scope, trio.move_on_after(env.config.runner.timeout) as timeout:
+            token = variables["ACTIONS_RUNTIME_TOKEN"]
+            async with _job_token(env, context, token, request.setup_warnings.append):
+                # The executor enforces runner.timeout itself (always() steps and posts
+                # still run); this bound only catches a job that overruns even that.
+                hard_limit = env.config.runner.timeout + HARD_LIMIT_GRACE
+                with running.scope, trio.move_on_after(hard_limit) as timeout:
                     job = await run.run(lambda: _open_environment(env))
                     outcome = job.result
                     reporter.set_outputs(job.outputs)
                 if timeout.cancelled_caught:
                     running.cause = running.cause or CancelCause.TIMEOUT
                     reporter.set_error(
-                        f"The job exceeded runner.timeout ({env.config.runner.timeout:g}s)"
+                        f"The job did not stop within {HARD_LIMIT_GRACE:g}s after exceeding "
+                        f"runner.timeout ({env.config.runner.timeout:g}s)"
                     )
                     outcome = Conclusion.FAILURE
                 elif running.scope.cancelled_caught:
@@ -195,12 +210,12 @@ async def run_task(task: Task, env: TaskEnvironment, running: RunningTask) -> Co
             log.error("task %d failed in the runner: %s", task.id, type(exc).__name__)
             reporter.set_error(_describe_error(exc, run))
             outcome = Conclusion.FAILURE
-        reporter.set_result(_RESULTS[outcome])
+        reporter.set_result(RESULTS[outcome])
     env.on_finished(outcome, trio.current_time() - started)
     return outcome
 
 
-_RESULTS = {
+RESULTS = {
     Conclusion.SUCCESS: Result.SUCCESS,
     Conclusion.FAILURE: Result.FAILURE,
     Conclusion.CANCELLED: Result.CANCELLED,
@@ -216,12 +231,12 @@ def _describe_error(exc: BaseException, run: JobRun) -> str:
 
 @asynccontextmanager
 async def _job_token(
-    env: TaskEnvironment, context: dict[str, Any], token: str
+    env: TaskEnvironment, context: dict[str, Any], token: str, warn: Callable[[str], None]
 ) -> AsyncIterator[None]:
     if env.job_token is None or not token:
         yield
         return
-    async with env.job_token(token, str(context.get("repository", ""))):
+    async with env.job_token(token, str(context.get("repository", "")), warn=warn):
         yield
 
 
