@@ -106,14 +106,16 @@ async def _handle(gitea: FakeGitea, method: str, request_type: type[msgspec.Stru
     client = request.scope.get("client")
     gitea.record_call(method, f"{client[0]}:{client[1]}" if client else "unknown")
     fault = gitea.take_fault(method)
+    # Read the whole request first, even when answering a fault: an answer that leaves the
+    # body unread can stall the next request on the same keep-alive connection.
+    body = await request.get_data(cache=False)
+    assert isinstance(body, bytes)
     if fault is not None and fault.status is not None:
         return _fault_response(fault)
     content_type = request.headers.get("Content-Type", "")
     if content_type not in ACCEPTED_CONTENT_TYPES:
         gitea.violation(f"{method}: unsupported Content-Type {content_type!r}")
         return Response("", status=415, headers={"Accept-Post": ", ".join(ACCEPTED_CONTENT_TYPES)})
-    body = await request.get_data(cache=False)
-    assert isinstance(body, bytes)
     encoding = request.headers.get("Content-Encoding", "identity").lower()
     if encoding == "gzip":
         try:

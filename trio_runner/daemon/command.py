@@ -21,9 +21,9 @@ import trio
 from trio_runner import __version__
 from trio_runner.config import Config, env_overrides, load_config
 from trio_runner.daemon.poller import PollSettings, Poller, RunnerGone
+from trio_runner.daemon.reporter import CancelCause
 from trio_runner.daemon.task import (
     RESULTS,
-    CancelCause,
     RunningTask,
     TaskEnvironment,
     run_task,
@@ -94,6 +94,7 @@ class Daemon:
         self.exit_code = 0
         self.ready = False
         self.on_poll: Callable[[str], None] = lambda _outcome: None
+        self._poll_scope = trio.CancelScope()
         self._idle = trio.Event()
 
     async def serve(self) -> int:
@@ -111,7 +112,9 @@ class Daemon:
                     address=reg.address,
                     runner_name=reg.name,
                     labels=self.labels,
+                    runner_uuid=reg.uuid,
                     capabilities=capabilities,
+                    on_unregistered=self._runner_gone,
                     **services,
                 )
                 await self._run(client, env)
@@ -160,7 +163,7 @@ class Daemon:
         )
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as tasks:
-                poll_scope = trio.CancelScope()
+                poll_scope = self._poll_scope
 
                 async def start(task: Task, release: Callable[[], None]) -> None:
                     await tasks.start(self._task, task, env, release)
@@ -178,6 +181,16 @@ class Daemon:
                 self.ready = False
                 await self._wait_for_tasks()
                 tasks.cancel_scope.cancel()
+
+    def _runner_gone(self) -> None:
+        """A task learnt that Gitea deleted this runner: stop polling, exit non-zero."""
+        if self.exit_code == 0:
+            log.error(
+                "the runner is not registered on the server any more "
+                "(deleted, or its token is wrong); register it again"
+            )
+        self.exit_code = 1
+        self._poll_scope.cancel()
 
     async def _wait_for_tasks(self) -> None:
         while self.running:
@@ -204,8 +217,7 @@ class Daemon:
             else:
                 log.info("received a second signal: cancelling running tasks now")
                 for running in list(self.running.values()):
-                    running.cause = running.cause or CancelCause.SHUTDOWN
-                    running.scope.cancel()
+                    running.cancel(CancelCause.SHUTDOWN, at_once=True)
 
     async def _shutdown_after_grace(self) -> None:
         with trio.move_on_after(self.config.runner.shutdown_timeout):
@@ -275,4 +287,16 @@ async def _services(daemon: Daemon, nursery: trio.Nursery) -> AsyncIterator[dict
         services["on_finished"] = lambda result, seconds: metrics.job_finished(
             RESULTS[result], seconds
         )
+    await _start_idle_cleanup(daemon, nursery)
     yield services
+
+
+async def _start_idle_cleanup(daemon: Daemon, nursery: trio.Nursery) -> None:
+    """Remove what killed runs left behind, when this runner uses a container engine."""
+    from trio_runner.backends.select import engine_answers, engine_in_use
+
+    config = daemon.config
+    if engine_in_use(config, daemon.labels) or await engine_answers(config):
+        from trio_runner.backends.cleanup import idle_cleanup
+
+        nursery.start_soon(idle_cleanup, config, daemon.registration.uuid, daemon.running.keys())

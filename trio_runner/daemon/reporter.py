@@ -66,8 +66,10 @@ MAX_OUTPUT_VALUE_BYTES = 1024 * 1024
 
 _UPDATE_LOG = "UpdateLog"
 _UPDATE_TASK = "UpdateTask"
-# First pause between final-flush attempts; it doubles up to report_close_timeout.
+# Pauses between final-flush attempts: doubling, but short, so that a budget of a few
+# report_close_timeouts holds many attempts even when one of them hangs to its deadline.
 _FIRST_RETRY_DELAY = 0.1
+_MAX_RETRY_DELAY = 1.0
 _SHOWN_KEY_CHARS = 64
 
 
@@ -651,7 +653,7 @@ class Reporter:
                     delay = min(_FIRST_RETRY_DELAY, timeout)
                     continue
                 await trio.sleep(delay)
-                delay = min(delay * 2, timeout)
+                delay = min(delay * 2, _MAX_RETRY_DELAY, timeout)
         logger.error(
             "task %d: gave up the final %s after %g s", self.task_id, call, 3 * self._close_timeout
         )

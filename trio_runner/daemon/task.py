@@ -8,7 +8,6 @@ a failed task with the error in its log, never a crashed daemon).
 
 from __future__ import annotations
 
-import enum
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -19,11 +18,18 @@ from typing import Any, Protocol
 import trio
 
 from trio_runner import __version__
-from trio_runner.backends.base import Environment
-from trio_runner.backends.host import HostEnvironment
+from trio_runner.backends.select import RunnerSide, TaskIdentity, environment_opener
 from trio_runner.config import Config
-from trio_runner.daemon.reporter import Reporter, ReporterSettings
-from trio_runner.executor.job import CLEANUP_BUDGET, JobControl, JobRequest, JobRun, Need
+from trio_runner.daemon.reporter import CancelCause, Reporter, ReporterSettings
+from trio_runner.executor.actions import job_settings
+from trio_runner.executor.job import (
+    CLEANUP_BUDGET,
+    JobControl,
+    JobRequest,
+    JobRun,
+    Need,
+    OpenEnvironment,
+)
 from trio_runner.executor.sink import Conclusion
 from trio_runner.gitea.messages import Result, Task
 from trio_runner.labels import Label
@@ -36,14 +42,6 @@ log = logging.getLogger(__name__)
 #: Time after runner.timeout for the always() steps, post steps and teardown the
 #: executor still runs (each has its own budget) before the task is stopped outright.
 HARD_LIMIT_GRACE = 2 * CLEANUP_BUDGET + 60.0
-
-
-class CancelCause(enum.Enum):
-    """Why a task's job was cancelled (ARCHITECTURE rule 4)."""
-
-    SERVER = "cancelled on the server"
-    TIMEOUT = "runner timeout"
-    SHUTDOWN = "runner shutdown"
 
 
 class JobToken(Protocol):
@@ -63,12 +61,16 @@ class TaskEnvironment:
     address: str
     runner_name: str
     labels: list[Label]
+    #: The registered runner's uuid: the owner label of its containers, networks, volumes.
+    runner_uuid: str = ""
     capabilities: str = ""
     cache_url: str = ""
     cache_v2: bool = False
     #: Registers a job's runtime token with the cache for the duration of the task.
     job_token: JobToken | None = None
     on_finished: Callable[[Conclusion, float], None] = lambda _result, _seconds: None
+    #: Gitea no longer knows this runner: the daemon stops polling.
+    on_unregistered: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -77,14 +79,23 @@ class RunningTask:
 
     task_id: int
     control: JobControl = field(default_factory=JobControl)
-    cause: CancelCause | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    cause: CancelCause | None = None
+    reporter: Reporter | None = None
 
-    def cancel(self, cause: CancelCause) -> None:
-        """Cancel the job gracefully (post steps and reports still run)."""
+    def cancel(self, cause: CancelCause, *, at_once: bool = False) -> None:
+        """Cancel the job: gracefully (post steps still run), or ``at_once``.
+
+        Either way the task still sends its final report. The first cause is the one
+        recorded (ARCHITECTURE rule 4).
+        """
         if self.cause is None:
             self.cause = cause
+            if self.reporter is not None:
+                self.reporter.record_cancel(cause)
         self.control.cancel()
+        if at_once:
+            self.scope.cancel()
 
 
 def job_environment_variables(
@@ -151,8 +162,16 @@ async def run_task(task: Task, env: TaskEnvironment, running: RunningTask) -> Co
         running.cancel(CancelCause.SERVER)
 
     reporter = Reporter(
-        env.client, task.id, step_count, reporter_settings(env.config), server_ended
+        env.client,
+        task.id,
+        step_count,
+        reporter_settings(env.config),
+        server_ended,
+        on_unregistered=env.on_unregistered,
     )
+    running.reporter = reporter
+    if running.cause is not None:
+        reporter.record_cancel(running.cause)
     outcome = Conclusion.FAILURE
     async with reporter.running():
         if workflow is None:
@@ -185,6 +204,7 @@ async def run_task(task: Task, env: TaskEnvironment, running: RunningTask) -> Co
             instance_url=env.address,
             timeout=env.config.runner.timeout,
             labels_text=", ".join(label.name for label in env.labels),
+            **job_settings(env.config),
         )
         run = JobRun(request, reporter, running.control)
         try:
@@ -194,11 +214,11 @@ async def run_task(task: Task, env: TaskEnvironment, running: RunningTask) -> Co
                 # still run); this bound only catches a job that overruns even that.
                 hard_limit = env.config.runner.timeout + HARD_LIMIT_GRACE
                 with running.scope, trio.move_on_after(hard_limit) as timeout:
-                    job = await run.run(lambda: _open_environment(env))
+                    job = await run.run(_open_environment(env, task, run))
                     outcome = job.result
                     reporter.set_outputs(job.outputs)
                 if timeout.cancelled_caught:
-                    running.cause = running.cause or CancelCause.TIMEOUT
+                    running.cancel(CancelCause.TIMEOUT)
                     reporter.set_error(
                         f"The job did not stop within {HARD_LIMIT_GRACE:g}s after exceeding "
                         f"runner.timeout ({env.config.runner.timeout:g}s)"
@@ -240,9 +260,12 @@ async def _job_token(
         yield
 
 
-def _open_environment(env: TaskEnvironment) -> AbstractAsyncContextManager[Environment]:
-    return HostEnvironment.start(_host_workdir(env.config))
-
-
-def _host_workdir(config: Config) -> str:
-    return config.host.workdir_parent
+def _open_environment(env: TaskEnvironment, task: Task, run: JobRun) -> OpenEnvironment:
+    """Host or container, as the job's labels and ``container`` say (spec 2.3)."""
+    runner = RunnerSide(
+        config=env.config,
+        labels=env.labels,
+        runner_uuid=env.runner_uuid,
+        host_workdir=env.config.host.workdir_parent,
+    )
+    return environment_opener(run, runner, TaskIdentity(task.id, str(task.id)))
