@@ -49,10 +49,12 @@ def write_config(directory: Path, **sections: dict[str, Any]) -> Path:
     return path
 
 
-def register_locally(gitea: FakeGitea, directory: Path, labels: Sequence[str]) -> RunnerRecord:
+def register_locally(
+    gitea: FakeGitea, directory: Path, labels: Sequence[str], *, ephemeral: bool = False
+) -> RunnerRecord:
     """A runner known to the fake and its .runner file, without running ``register``."""
     names = [label.split(":", 1)[0] for label in labels]
-    runner = gitea.add_runner("test-runner", names)
+    runner = gitea.add_runner("test-runner", names, ephemeral=ephemeral)
     save_registration(
         directory / ".runner",
         Registration(
@@ -62,6 +64,7 @@ def register_locally(gitea: FakeGitea, directory: Path, labels: Sequence[str]) -
             token=runner.token,
             address=gitea.url,
             labels=list(labels),
+            ephemeral=ephemeral,
         ),
     )
     return runner

@@ -326,3 +326,95 @@ async def test_missing_registration_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "register" in result.stderr.decode()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_job_environment_and_metrics(gitea: FakeGitea, tmp_path: Path) -> None:
+    register_locally(gitea, tmp_path, LABELS)
+    env_file = tmp_path / "runner.env"
+    env_file.write_text("FROM_FILE=file-value\n")
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        runner={"envs": {"FROM_CONFIG": "config-value"}, "env_file": str(env_file)},
+        metrics={"enabled": True, "addr": f"127.0.0.1:{port}"},
+    )
+    names = [
+        "ACTIONS_RUNTIME_URL", "ACTIONS_RESULTS_URL", "GITEA_ACTIONS",
+        "GITEA_ACTIONS_RUNNER_VERSION", "GITEA_ACTIONS_CAPABILITIES", "GITEA_RUN_ID",
+        "GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "RUNNER_OS", "FROM_CONFIG", "FROM_FILE",
+        "ACT",
+    ]  # fmt: skip
+    script = "; ".join(f'echo "{name}=${name}"' for name in names)
+    script += '; [ -n "$ACTIONS_RUNTIME_TOKEN" ] && echo "runtime-token-set"'
+    task_id = gitea.queue_task(workflow(script), context={"run_id": "77"})
+    async with start_runner(tmp_path, config) as runner:
+        assert await gitea.wait_task_final(task_id) is Result.SUCCESS
+        import httpx
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).status_code == 200
+            metrics = (await client.get("/metrics")).text
+        runner.signal(signal.SIGTERM)
+        assert await runner.wait() == 0
+    assert 'gitea_runner_job_total{status="success"} 1.0' in metrics
+    rows = gitea.task(task_id).contents
+    instance = gitea.url.rstrip("/")
+    expected = {
+        "ACTIONS_RUNTIME_URL": f"{instance}/api/actions_pipeline/",
+        "ACTIONS_RESULTS_URL": instance,
+        "GITEA_ACTIONS": "true",
+        "GITEA_ACTIONS_CAPABILITIES": "job-summary",
+        "GITEA_RUN_ID": "77",
+        "GITHUB_SERVER_URL": instance,
+        "RUNNER_OS": "Linux",
+        "FROM_CONFIG": "config-value",
+        "FROM_FILE": "file-value",
+        "ACT": "true",
+    }
+    for name, value in expected.items():
+        assert f"{name}={value}" in rows
+    assert "runtime-token-set" in rows
+    assert_clean(gitea, task_id)
+
+
+async def test_invalid_workflow_fails_the_task_with_its_error(
+    gitea: FakeGitea, tmp_path: Path
+) -> None:
+    register_locally(gitea, tmp_path, LABELS)
+    config = write_config(tmp_path)
+    bad = (
+        "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: echo hi\n        uses: actions/checkout@v4\n"
+    )
+    good = gitea.queue_task(workflow("echo still-alive"))
+    task_id = gitea.queue_task(bad)
+    async with start_runner(tmp_path, config) as runner:
+        assert await gitea.wait_task_final(task_id) is Result.FAILURE
+        assert await gitea.wait_task_final(good) is Result.SUCCESS
+        runner.signal(signal.SIGTERM)
+        assert await runner.wait() == 0
+    text = "\n".join(gitea.task(task_id).contents)
+    assert "run" in text and "uses" in text
+    assert_clean(gitea, task_id)
+
+
+async def test_ephemeral_runner_exits_after_its_task(gitea: FakeGitea, tmp_path: Path) -> None:
+    register_locally(gitea, tmp_path, LABELS, ephemeral=True)
+    config = write_config(tmp_path)
+    first = gitea.queue_task(workflow("echo only-one"))
+    second = gitea.queue_task(workflow("echo never-here"))
+    async with start_runner(tmp_path, config) as runner:
+        assert await gitea.wait_task_final(first) is Result.SUCCESS
+        assert await runner.wait() == 0
+    assert not gitea.task(second).final
+    assert_clean(gitea, first)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
+import yaml
 
 from trio_runner import __version__
 from trio_runner.backends.select import RunnerSide, TaskIdentity, environment_opener
@@ -112,7 +113,7 @@ def job_environment_variables(
             "GITEA_ACTIONS": "true",
             "GITEA_ACTIONS_RUNNER_VERSION": __version__,
             "ACTIONS_RUNTIME_URL": f"{instance}/api/actions_pipeline/",
-            "ACTIONSRESULTS_URL": instance,
+            "ACTIONS_RESULTS_URL": instance,
             "ACTIONS_RUNTIME_TOKEN": runtime_token,
         }
     )
@@ -154,9 +155,10 @@ async def run_task(task: Task, env: TaskEnvironment, running: RunningTask) -> Co
         workflow, job_id = load_task_payload(task.workflow_payload or b"")
     except WorkflowError as exc:
         workflow, job_id, setup_error = None, "", str(exc)
+        step_count = _raw_step_count(task.workflow_payload or b"")
     else:
         setup_error = ""
-    step_count = len(workflow.jobs[job_id].steps) if workflow is not None else 0
+        step_count = len(workflow.jobs[job_id].steps)
 
     def server_ended(result: Result) -> None:
         running.cancel(CancelCause.SERVER)
@@ -241,6 +243,17 @@ RESULTS = {
     Conclusion.CANCELLED: Result.CANCELLED,
     Conclusion.SKIPPED: Result.SKIPPED,
 }
+
+
+def _raw_step_count(payload: bytes) -> int:
+    """How many steps Gitea made for a payload the runner cannot load, so that every one
+    of them still gets a final result."""
+    try:
+        document = yaml.safe_load(payload)
+        (job,) = document["jobs"].values()
+        return len(job["steps"])
+    except Exception:  # noqa: BLE001 - any shape we cannot read has no steps to report
+        return 0
 
 
 def _describe_error(exc: BaseException, run: JobRun) -> str:
