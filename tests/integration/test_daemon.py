@@ -157,13 +157,20 @@ async def test_runner_timeout_fails_the_job(gitea: FakeGitea, tmp_path: Path) ->
 async def test_capacity_three_runs_six_jobs(gitea: FakeGitea, tmp_path: Path) -> None:
     register_locally(gitea, tmp_path, LABELS)
     config = write_config(tmp_path, runner={"capacity": 3})
-    marker_dir = tmp_path / "markers"
-    marker_dir.mkdir()
-    # Each job records itself, then waits until three jobs are running at once (bounded).
-    script = (
-        f'touch "{marker_dir}/$GITHUB_RUN_ID-$$"; '
-        f'for i in $(seq 100); do [ "$(ls {marker_dir} | wc -l)" -ge 3 ] && break; sleep 0.1; done; '
-        f'n=$(ls {marker_dir} | wc -l); echo "seen=$n"'
+    started, running = tmp_path / "started", tmp_path / "running"
+    started.mkdir()
+    running.mkdir()
+    # Each job counts the jobs running beside it, then waits (bounded) until three jobs
+    # have started, so that the first three overlap.
+    script = "; ".join(
+        [
+            f'touch "{started}/$GITHUB_RUN_ID" "{running}/$GITHUB_RUN_ID"',
+            f'echo "concurrent=$(ls {running} | wc -l)"',
+            f'for i in $(seq 100); do [ "$(ls {started} | wc -l)" -ge 3 ] && break; '
+            "sleep 0.1; done",
+            f'echo "overlap=$(ls {running} | wc -l)"',
+            f'rm "{running}/$GITHUB_RUN_ID"',
+        ]
     )
     ids = [gitea.queue_task(workflow(script), context={"run_id": str(i)}) for i in range(6)]
     async with start_runner(tmp_path, config) as runner:
@@ -171,14 +178,14 @@ async def test_capacity_three_runs_six_jobs(gitea: FakeGitea, tmp_path: Path) ->
             assert await gitea.wait_task_final(task_id) is Result.SUCCESS
         runner.signal(signal.SIGTERM)
         assert await runner.wait() == 0
-    seen = [
-        int(row.removeprefix("seen="))
-        for task_id in ids
-        for row in gitea.task(task_id).contents
-        if row.startswith("seen=")
-    ]
-    assert len(seen) == 6
-    assert max(seen) >= 3  # three ran at once
+
+    def counts(prefix: str) -> list[int]:
+        rows = [row for task_id in ids for row in gitea.task(task_id).contents]
+        return [int(row.removeprefix(prefix)) for row in rows if row.startswith(prefix)]
+
+    assert len(counts("concurrent=")) == 6
+    assert max(counts("concurrent=") + counts("overlap=")) <= 3  # never more than capacity
+    assert max(counts("overlap=")) == 3  # and three did run at once
     assert_clean(gitea, *ids)
 
 
@@ -202,7 +209,10 @@ async def test_sigterm_lets_the_running_job_finish(gitea: FakeGitea, tmp_path: P
     register_locally(gitea, tmp_path, LABELS)
     config = write_config(tmp_path, runner={"shutdown_timeout": "30s"})
     flag = tmp_path / "go"
-    script = f'echo waiting; for i in $(seq 300); do [ -e "{flag}" ] && break; sleep 0.1; done; echo finished'
+    script = (
+        f'echo waiting; for i in $(seq 300); do [ -e "{flag}" ] && break; sleep 0.1; done; '
+        "echo finished"
+    )
     task_id = gitea.queue_task(workflow(script))
     async with start_runner(tmp_path, config) as runner:
         await gitea.wait_rows(task_id, has_row("waiting"))
@@ -238,7 +248,7 @@ async def test_secrets_never_reach_a_row(gitea: FakeGitea, tmp_path: Path) -> No
         'echo "plain ${{ secrets.API_KEY }}"',
         'echo "env $API_KEY"',
         'printf "%s" "$API_KEY" | base64',
-        "python3 -c \"import urllib.parse,os;print(urllib.parse.quote_plus(os.environ['API_KEY']))\"",
+        "python3 -c \"import urllib.parse as p,os;print(p.quote_plus(os.environ['API_KEY']))\"",
         'echo "$MULTI"',
         'v="dynamic-value-$((100 + 23))"; echo "::add-mask::$v"; echo "later $v"',
         'echo "token $ACTIONS_RUNTIME_TOKEN $GITHUB_TOKEN"',

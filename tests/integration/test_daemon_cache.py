@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trio
 
 from tests.fake_gitea.app import serve_fake_gitea
 from tests.fake_gitea.state import FakeGitea
@@ -81,7 +80,9 @@ async def test_job_token_revoked_when_the_task_ends(
     workflow, expected = ENDINGS[ending]
     task_id = gitea.queue_task(workflow)
     async with start_runner(tmp_path, config) as runner:
-        await gitea.wait_rows(task_id, lambda rows: any(content.startswith("inside=") for _, content in rows))
+        await gitea.wait_rows(
+            task_id, lambda rows: any(content.startswith("inside=") for _, content in rows)
+        )
         url = cache_url(gitea, task_id)
         token = gitea.task(task_id).runtime_token
         if ending == "server cancel":

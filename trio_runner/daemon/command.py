@@ -20,7 +20,7 @@ import trio
 
 from trio_runner import __version__
 from trio_runner.config import Config, env_overrides, load_config
-from trio_runner.daemon.poller import PollSettings, Poller, RunnerGone
+from trio_runner.daemon.poller import Poller, PollSettings, RunnerGone
 from trio_runner.daemon.reporter import CancelCause
 from trio_runner.daemon.task import (
     RESULTS,

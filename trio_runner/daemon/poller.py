@@ -34,7 +34,11 @@ class RunnerGone(Exception):
 class FetchClient(Protocol):
     """The part of RunnerClient the poller needs."""
 
-    async def fetch_task(self, tasks_version: int, timeout: float) -> FetchTaskResponse: ...
+    async def fetch_task(
+        self,
+        tasks_version: int,
+        timeout: float,  # noqa: ASYNC109 - the server gets it as Connect-Timeout-Ms
+    ) -> FetchTaskResponse: ...
 
 
 @dataclass

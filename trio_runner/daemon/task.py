@@ -228,7 +228,7 @@ async def run_task(task: Task, env: TaskEnvironment, running: RunningTask) -> Co
                     outcome = Conclusion.FAILURE
                 elif running.scope.cancelled_caught:
                     outcome = Conclusion.CANCELLED
-        except Exception as exc:  # noqa: BLE001 - a runner bug must fail the task, not the daemon
+        except Exception as exc:  # a runner bug must fail the task, not the daemon
             log.error("task %d failed in the runner: %s", task.id, type(exc).__name__)
             reporter.set_error(_describe_error(exc, run))
             outcome = Conclusion.FAILURE
@@ -252,7 +252,7 @@ def _raw_step_count(payload: bytes) -> int:
         document = yaml.safe_load(payload)
         (job,) = document["jobs"].values()
         return len(job["steps"])
-    except Exception:  # noqa: BLE001 - any shape we cannot read has no steps to report
+    except Exception:  # any shape we cannot read has no steps to report
         return 0
 
 
