@@ -102,6 +102,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help=f"where 'uses: owner/repo@ref' actions come from (default: {DEFAULT_ACTIONS_URL})",
     )
+    add(
+        "--no-skip-checkout",
+        action="store_true",
+        help="run actions/checkout instead of copying the local directory into the workspace",
+    )
     add("--gitea-instance", default="", metavar="URL", help="server_url the jobs see")
     add(
         "--workdir-parent", metavar="DIR", help="host work directory (default: host.workdir_parent)"
@@ -178,11 +183,8 @@ def _job_env(args: argparse.Namespace, config: Config, directory: Path) -> dict[
 
 
 def exec_platform(image: str | None) -> Platform:
-    """Where every job of this run goes: ``--image``, else this machine.
-
-    Without a container backend the default is the host; ``-self-hosted`` asks for it
-    explicitly.
-    """
+    """Where every job of this run goes: ``--image``, else this machine (``-self-hosted``
+    asks for it explicitly). A job's own ``container`` still wins (spec 2.3 step 5)."""
     if image is None or image == SELF_HOSTED:
         return Platform(None)
     return Platform(image)
@@ -204,6 +206,7 @@ class ExecPlan:
     secrets: dict[str, str] = field(default_factory=dict)
     vars: dict[str, str] = field(default_factory=dict)
     job_env: dict[str, str] = field(default_factory=dict)
+    no_skip_checkout: bool = False
 
     def contexts(self, planned: planner.PlannedJob, needs: dict[str, Any]) -> dict[str, Any]:
         """What a job's ``if``, ``strategy`` and ``name`` may read."""
@@ -259,6 +262,7 @@ def prepare(args: argparse.Namespace) -> ExecPlan:
         secrets=_secrets(args.secret),
         vars=_assignments(args.var, "--var"),
         job_env=_job_env(args, config, directory),
+        no_skip_checkout=args.no_skip_checkout,
     )
 
 
@@ -357,11 +361,6 @@ def _output(as_json: bool) -> ExecOutput:
 
 def main(args: argparse.Namespace) -> int:
     platform = exec_platform(args.image)
-    if not platform.is_host:
-        raise ConfigError(
-            f"--image {args.image}: running jobs in a container image is not available in "
-            f"exec yet; use --image {SELF_HOSTED} (the default)"
-        )
     plan = prepare(args)
     if args.list:
         print_list(plan, as_json=args.json)
@@ -373,7 +372,7 @@ def main(args: argparse.Namespace) -> int:
 
     from trio_runner.exec_run import ExecRun
 
-    run = ExecRun(plan, _output(args.json), workdir_parent)
+    run = ExecRun(plan, _output(args.json), workdir_parent, platform)
     return run.start()
 
 

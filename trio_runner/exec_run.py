@@ -9,13 +9,15 @@ of its dependants (workflow-execution 1.5).
 Interruption: the first SIGINT cancels every running leg through its ``JobControl``
 (steps whose condition still holds keep running, post steps run) and starts nothing
 new; the second cancels the run's scope and kills the legs' processes at once. Each
-job environment removes its processes and directories on the way out.
+job environment removes its processes and directories (or containers, networks and
+volumes) on the way out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import traceback
 from collections.abc import AsyncIterator
@@ -26,10 +28,13 @@ from typing import Any
 
 import trio
 
-from trio_runner.backends.host import HostEnvironment
+from trio_runner.backends.base import Environment
+from trio_runner.backends.select import RunnerSide, TaskIdentity, environment_opener
 from trio_runner.exec_command import RUNNER_NAME, ExecPlan
 from trio_runner.exec_output import ExecOutput, JobSummary
+from trio_runner.executor.actions import job_settings
 from trio_runner.executor.job import JobControl, JobRequest, JobRun, Need
+from trio_runner.labels import Platform
 from trio_runner.workflow import planner
 from trio_runner.workflow.expressions import ExpressionError, render_template
 from trio_runner.workflow.model import WorkflowError, step_display_name
@@ -58,14 +63,22 @@ class _LegGroup:
 class ExecRun:
     """Runs an :class:`ExecPlan` and reports it to an :class:`ExecOutput`."""
 
-    def __init__(self, plan: ExecPlan, output: ExecOutput, workdir_parent: str) -> None:
+    def __init__(
+        self, plan: ExecPlan, output: ExecOutput, workdir_parent: str, platform: Platform
+    ) -> None:
         self.plan = plan
         self.output = output
-        self.workdir_parent = workdir_parent
+        # Owner label of this run's containers, networks and volumes.
+        self.runner = RunnerSide(
+            config=plan.config,
+            runner_uuid=f"exec-{secrets.token_hex(8)}",
+            platform=platform,
+            host_workdir=workdir_parent,
+        )
         self.needs: dict[tuple[str, str], Need] = {}
         self.summaries: list[tuple[tuple[int, int, int], JobSummary]] = []
         self.controls: set[JobControl] = set()
-        self.environments: set[HostEnvironment] = set()
+        self.environments: set[Environment] = set()
         self.interrupts = 0
         self.failed = False
         self.scope = trio.CancelScope()
@@ -211,7 +224,8 @@ class ExecRun:
             group.controls.add(control)
             self.output.job_started(label, datetime.now(UTC))
             try:
-                outcome = await run.run(self._open_environment)
+                task = TaskIdentity(0, self.plan.event)
+                outcome = await run.run(environment_opener(run, self.runner, task, self._track))
                 result, outputs = outcome.result.value, outcome.outputs
             except Exception as exc:  # a runner bug fails this job, not the run
                 text = "".join(traceback.format_exception_only(exc)).strip()
@@ -246,6 +260,8 @@ class ExecRun:
             runner_name=RUNNER_NAME,
             instance_url=plan.instance_url,
             timeout=plan.config.runner.timeout,
+            **job_settings(plan.config, self.runner.host_workdir),
+            checkout_source="" if plan.no_skip_checkout else str(plan.directory.resolve()),
         )
 
     def _needs_of(self, planned: planner.PlannedJob) -> dict[str, Need]:
@@ -265,10 +281,9 @@ class ExecRun:
         return names
 
     @asynccontextmanager
-    async def _open_environment(self) -> AsyncIterator[HostEnvironment]:
-        async with HostEnvironment.start(self.workdir_parent) as environment:
-            self.environments.add(environment)
-            try:
-                yield environment
-            finally:
-                self.environments.discard(environment)
+    async def _track(self, environment: Environment) -> AsyncIterator[None]:
+        self.environments.add(environment)
+        try:
+            yield
+        finally:
+            self.environments.discard(environment)

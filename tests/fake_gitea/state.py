@@ -144,6 +144,11 @@ class TaskRecord:
     violations: list[str] = field(default_factory=list)
     log_calls: int = 0
     last_update: float = 0.0
+    # Timing and batching, for benchmarks (trio.current_time() of the fake).
+    handed_out_at: float | None = None
+    first_row_at: float | None = None
+    last_row_at: float | None = None
+    rows_per_log_call: list[int] = field(default_factory=list)
 
     @property
     def final(self) -> bool:
@@ -175,6 +180,10 @@ class Fault:
     message: str = "injected failure"
     delay: float = 0.0
     lose: bool = False
+
+
+def _elapsed(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
 
 
 def _label_names_problem(labels: Sequence[str], call: str) -> str | None:
@@ -428,7 +437,12 @@ class FakeGitea:
         return faults.popleft() if faults else None
 
     def stats(self) -> list[dict[str, Any]]:
-        """Per-task summary for the standalone server."""
+        """Per-task summary for the standalone server.
+
+        Times are seconds: ``first_row_after`` from the hand-out of the task (its FetchTask
+        answer) to the storing of its first row, ``rows_span`` from the first stored row
+        to the last; ``rows_per_log_call`` counts the rows each UpdateLog carried.
+        """
         return [
             {
                 "task": task.id,
@@ -437,6 +451,9 @@ class FakeGitea:
                 "rows": len(task.rows),
                 "sealed": task.sealed,
                 "log_calls": task.log_calls,
+                "rows_per_log_call": task.rows_per_log_call,
+                "first_row_after": _elapsed(task.handed_out_at, task.first_row_at),
+                "rows_span": _elapsed(task.first_row_at, task.last_row_at),
                 "state_reports": len(task.states),
                 "violations": task.violations,
             }
@@ -626,7 +643,7 @@ class FakeGitea:
     def _assign(self, task: TaskRecord, runner: RunnerRecord) -> Task:
         task.status = TaskStatus.RUNNING
         task.runner_uuid = runner.uuid
-        task.last_update = trio.current_time()
+        task.last_update = task.handed_out_at = trio.current_time()
         runner.task_ids.append(task.id)
         self._notify()
         return Task(
@@ -736,6 +753,7 @@ class FakeGitea:
         )
         task.log_calls += 1
         rows = request.rows
+        task.rows_per_log_call.append(len(rows))
         index = request.index
         ack = len(task.rows)
         if index > ack:
@@ -749,7 +767,9 @@ class FakeGitea:
             return UpdateLogResponse(ack_index=ack)
         if new:
             task.rows.extend(self._stored_rows(task, new))
-            task.last_update = trio.current_time()
+            task.last_update = task.last_row_at = trio.current_time()
+            if task.first_row_at is None:
+                task.first_row_at = task.last_row_at
         if request.no_more:
             task.sealed = True
         self._notify()

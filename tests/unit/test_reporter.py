@@ -414,7 +414,10 @@ async def test_cancelled_surrounding_scope_still_flushes(autojump_clock: trio.ab
             outer.cancel()
             await trio.sleep_forever()
     assert outer.cancelled_caught
-    assert gitea.contents == ["a"] * 150 + [CANCELLED_TEXT]
+    # A call cut off by the cancellation leaves its rows unconfirmed; confirming them
+    # first may leave nothing for the final batch but the empty row.
+    expected = ["a"] * 150 + [CANCELLED_TEXT]
+    assert gitea.contents in (expected, [*expected, ""])
     assert gitea.events == ["log sealed", "final state"]
     final = gitea.final_state
     assert Result.parse(final.result) is Result.CANCELLED

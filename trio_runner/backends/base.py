@@ -6,7 +6,8 @@ The executor only speaks to this protocol; it never imports a concrete backend.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 #: Receives raw output bytes of a process (stdout and stderr merged, arrival order).
 OutputHandler = Callable[[bytes], Awaitable[None]]
@@ -55,4 +56,42 @@ class Environment(Protocol):
 
     async def kill(self) -> None:
         """Kill every process of the job at once (a second interrupt); no cleanup."""
+        ...
+
+
+@dataclass(frozen=True)
+class ContainerStep:
+    """One phase of a docker action or a ``docker://`` step (workflow-execution 3.10).
+
+    Exactly one of ``image`` and ``dockerfile`` is set. ``image`` is a reference to
+    pull (``docker://`` removed). ``dockerfile`` is a Dockerfile to build with
+    ``build_context`` as context and ``tag`` as the image name; ``context_is_local``
+    says whether that directory is on the runner's machine (remote actions, from the
+    action cache) or inside the job environment (local ``./`` actions). ``entrypoint``
+    None keeps the image's; ``args`` is the command. ``env`` is the complete step
+    environment (defaults, ``INPUT_*``, ``runs.env``). ``key`` is the step key for the
+    container name (``STEP-<key>``).
+    """
+
+    key: str
+    env: Mapping[str, str]
+    image: str = ""
+    dockerfile: str = ""
+    build_context: str = ""
+    context_is_local: bool = True
+    tag: str = ""
+    entrypoint: list[str] | None = None
+    args: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class ContainerSteps(Protocol):
+    """An environment that can run docker actions (optional next to Environment)."""
+
+    async def run_container_step(self, step: ContainerStep, *, output: OutputHandler) -> int:
+        """Pull or build the image, run the container to completion, return its exit code.
+
+        Same output and cancellation contract as ``Environment.exec``; the container
+        is removed afterwards.
+        """
         ...

@@ -12,19 +12,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import logging
+import os
 import re
 import secrets
 import shlex
 import shutil
+import tarfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import msgspec
 import trio
 
-from trio_runner.backends.base import OutputHandler
+from trio_runner.backends.base import ContainerStep, OutputHandler
 from trio_runner.backends.container_options import (
     ContainerOptions,
     VolumePolicy,
@@ -41,9 +44,11 @@ from trio_runner.backends.docker_api import (
     NotFoundError,
     PortBinding,
     RegistryAuth,
+    socket_path,
     tar_single_file,
     untar_single_file,
 )
+from trio_runner.backends.volume_files import NotLocal, VolumeFiles
 
 LABEL_RUNNER: Final = "com.gitea.runner.uuid"
 LABEL_TASK: Final = "com.gitea.runner.task-id"
@@ -53,6 +58,8 @@ TEMP_DIR: Final = "/tmp"
 TOOL_CACHE_DIR: Final = "/opt/hostedtoolcache"
 SHARED_TOOL_CACHE_VOLUME: Final = "act-toolcache"
 DOCKER_SOCKET_TARGET: Final = "/var/run/docker.sock"
+#: PATH of a step when the image defines none.
+STANDARD_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # GitHub's runner escalation when a step is cancelled: SIGINT, SIGTERM, SIGKILL.
 SIGINT_GRACE = 7.5
@@ -141,6 +148,8 @@ class DockerSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Host path of the engine socket mounted into jobs; None when ``docker_host`` is ``-``.
     socket_mount: str | None = None
     force_pull: bool = False
+    #: Rebuild docker actions' images even when their tag exists.
+    force_rebuild: bool = False
     #: Negative: do not wait for service health checks.
     service_ready_timeout: float = 300.0
     shared_tool_cache: bool = False
@@ -150,7 +159,8 @@ class DockerSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ServiceInfo(msgspec.Struct, frozen=True):
-    """``job.services.<id>``: container port (no ``/tcp``) → published host port."""
+    """``job.services.<id>``: the container id, its network, and container port (no
+    ``/tcp``) → published host port."""
 
     id: str
     network: str
@@ -183,6 +193,7 @@ class DockerEnvironment:
         self.job = job
         self.settings = settings
         self.workspace = job.workspace
+        self.default_path = STANDARD_PATH
         self.container_id = ""
         self.network = settings.network or f"{job.name}-{job.job_id}-network"
         self.services: dict[str, ServiceInfo] = {}
@@ -194,6 +205,11 @@ class DockerEnvironment:
         self._containers: list[str] = []
         self._volumes: list[str] = []
         self._created_network = False
+        self._mountpoints: dict[str, str] = {}
+        self._files = VolumeFiles()
+        # `which` answers for this job; a miss is forgotten once a process ran (a step may
+        # have installed the command).
+        self._which: dict[tuple[str, str], str | None] = {}
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -213,6 +229,21 @@ class DockerEnvironment:
 
     # --- Environment protocol ---
 
+    def job_context(self) -> dict[str, Any]:
+        return {
+            "container": {"id": self.container_id, "network": self.network},
+            "services": {
+                service_id: {"id": info.id, "network": info.network, "ports": dict(info.ports)}
+                for service_id, info in self.services.items()
+            },
+        }
+
+    async def kill(self) -> None:
+        """Kill the job's containers at once; their processes (and exec streams) end."""
+        for name in self._containers:
+            with contextlib.suppress(EngineError):
+                await self.api.container_kill(name)
+
     async def exec(
         self,
         argv: Sequence[str],
@@ -221,6 +252,7 @@ class DockerEnvironment:
         cwd: str,
         output: OutputHandler,
     ) -> int:
+        self._which = {key: found for key, found in self._which.items() if found}
         pidfile = f"{TEMP_DIR}/.trio-runner-{secrets.token_hex(8)}.pid"
         exec_id = await self.api.exec_create(
             self.container_id, ["sh", "-c", _STEP_WRAPPER, "sh", pidfile, *argv], env=env, cwd=cwd
@@ -247,6 +279,11 @@ class DockerEnvironment:
         return await self.api.exec_exit_code(exec_id)
 
     async def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        try:
+            await trio.to_thread.run_sync(self._files.write, path, data, mode)
+            return
+        except (NotLocal, PermissionError):
+            pass
         directory, _, name = path.rpartition("/")
         archive = tar_single_file(name, data, mode)
         try:
@@ -257,12 +294,21 @@ class DockerEnvironment:
 
     async def read_file(self, path: str) -> bytes:
         try:
+            return await trio.to_thread.run_sync(self._files.read, path)
+        except (NotLocal, PermissionError):
+            pass
+        try:
             archive = await self.api.archive_get(self.container_id, path)
         except NotFoundError:
             raise FileNotFoundError(f"{path} does not exist in the job container") from None
         return untar_single_file(archive, path)
 
     async def which(self, command: str, path: str) -> str | None:
+        if (command, path) not in self._which:
+            self._which[command, path] = await self._search(command, path)
+        return self._which[command, path]
+
+    async def _search(self, command: str, path: str) -> str | None:
         found = bytearray()
 
         async def collect(chunk: bytes) -> None:
@@ -275,6 +321,90 @@ class DockerEnvironment:
             output=collect,
         )
         return found.decode().strip() or None if code == 0 else None
+
+    # --- ContainerSteps: docker actions (3.10) ---
+
+    async def run_container_step(self, step: ContainerStep, *, output: OutputHandler) -> int:
+        image = step.image or step.tag
+        if step.image:
+            await self._ensure_image(step.image, None, "")
+        else:
+            await self._build_action_image(step)
+        options = parse_options(self.settings.options, privileged=self.settings.privileged)
+        spec = ContainerSpec(
+            image=image,
+            entrypoint=step.entrypoint,
+            cmd=list(step.args) or None,
+            env=[f"{key}={value}" for key, value in step.env.items()],
+            working_dir=self.workspace,
+            labels=dict(self._labels),
+        )
+        await self._finish_spec(spec, options, self._own_binds() + options.volumes, [])
+        # Steps share the job container's network namespace (and so its aliases).
+        spec.host_config.network_mode = f"container:{self.container_id}"
+        spec.host_config.port_bindings = {}
+        spec.exposed_ports = {}
+        name = sanitize(self.job.name, f"STEP-{step.key}")
+        await self.api.container_remove(name, force=True)
+        try:
+            await self._create_and_start(name, spec)
+            return await self._follow_step(name, output)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_BUDGET):
+                await _attempt(
+                    "container", name, functools.partial(self.api.container_remove, name)
+                )
+                self._containers.remove(name)
+
+    async def _follow_step(self, name: str, output: OutputHandler) -> int:
+        """Stream the step container's output until it stops; cancellation escalates
+        SIGINT, SIGTERM, SIGKILL like a step process and lets the output drain."""
+        ended = trio.Event()
+        async with trio.open_nursery() as nursery:
+            reader = trio.CancelScope(shield=True)
+
+            async def read_output() -> None:
+                with reader:
+                    await self.api.container_follow(name, output)
+                    ended.set()
+
+            nursery.start_soon(read_output)
+            try:
+                await ended.wait()
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    for signal, grace in (
+                        ("SIGINT", SIGINT_GRACE),
+                        ("SIGTERM", SIGTERM_GRACE),
+                        ("SIGKILL", 0.0),
+                    ):
+                        if ended.is_set():
+                            break
+                        with contextlib.suppress(EngineError):
+                            await self.api.container_kill(name, signal)
+                        with trio.move_on_after(grace):
+                            await ended.wait()
+                reader.cancel()
+                raise
+        return await self.api.container_wait(name)
+
+    async def _build_action_image(self, step: ContainerStep) -> None:
+        if not self.settings.force_rebuild and await self.api.image_inspect(step.tag):
+            return
+        if step.context_is_local:
+            context = await trio.to_thread.run_sync(_tar_directory, step.build_context)
+        else:
+            try:
+                packed = await self.api.archive_get(self.container_id, step.build_context)
+            except NotFoundError:
+                raise EngineError(
+                    f"the build context {step.build_context} does not exist in the job container"
+                ) from None
+            context = await trio.to_thread.run_sync(_strip_top_directory, packed)
+        dockerfile = step.dockerfile.removeprefix(step.build_context.rstrip("/") + "/")
+        proxies = {key: value for key, value in step.env.items() if key.lower() in _PROXY_VARS}
+        await self._log.info(f"Building image {step.tag}")
+        await self.api.image_build(context, step.tag, dockerfile=dockerfile, build_args=proxies)
 
     # --- setup ---
 
@@ -312,7 +442,13 @@ class DockerEnvironment:
             )
         for name in self._volume_names():
             self._volumes.append(name)
-            await self.api.volume_create(name, labels=self._labels)
+            volume = await self.api.volume_create(name, labels=self._labels)
+            self._mountpoints[name] = volume.mountpoint
+        if settings.bind_workdir_root:
+            # Docker would create a missing bind source, Podman refuses it.
+            await trio.to_thread.run_sync(
+                functools.partial(os.makedirs, self.workspace, exist_ok=True)
+            )
         await self._start_services(service_options)
         await self._start_job_container([job_options, job_options_from_job])
 
@@ -397,10 +533,31 @@ class DockerEnvironment:
         # The job container's command is the runner's, whatever the options say.
         spec.entrypoint = ["/bin/sleep", str(max(1, int(job.lifetime)))]
         spec.cmd = []
-        await self._log.info(f"Starting job container: image: {job.image} name: {job.name}")
+        await self._log.info(
+            f"::group::Starting job container\nimage: {job.image}\nname: {job.name}\n"
+            f"network: {self.network}\n::endgroup::"
+        )
         self.container_id = await self._create_and_start(job.name, spec)
-        await self._log.info(f"network: {self.network}")
-        await self._fix_workspace_owner()
+        info = await self.api.container_inspect(self.container_id)
+        self.default_path = _path_of(info.config.env) or STANDARD_PATH
+        self._serve_files_locally(spec)
+        if not _is_root(info.config.user):
+            await self._fix_workspace_owner()
+
+    def _serve_files_locally(self, spec: ContainerSpec) -> None:
+        """Map the job's own volumes to their host directories when the engine is local."""
+        if socket_path(self.api.host) is None:
+            return
+        sources = dict(self._mountpoints)
+        if self.settings.bind_workdir_root:
+            sources[self.workspace] = self.workspace
+        targets = [_bind_target(bind) for bind in spec.host_config.binds]
+        targets += [mount.target for mount in spec.host_config.mounts]
+        for bind in spec.host_config.binds:
+            source, target = bind.split(":")[0], _bind_target(bind)
+            nested = any(other.startswith(target + "/") for other in targets)
+            if source in sources and not nested:
+                self._files.add(target, sources[source])
 
     async def _finish_spec(
         self,
@@ -437,7 +594,7 @@ class DockerEnvironment:
                     + logs.decode(errors="replace")
                 )
             self.services[service_id] = ServiceInfo(
-                service_id, self.network, _published_ports(info.network_settings.ports)
+                info.id, self.network, _published_ports(info.network_settings.ports)
             )
 
     async def _wait_for_health(self) -> None:
@@ -588,6 +745,44 @@ def _bind_target(bind: str) -> str:
     return parts[1] if len(parts) > 1 else parts[0]
 
 
+_PROXY_VARS = frozenset({"http_proxy", "https_proxy", "no_proxy"})
+
+
+def _tar_directory(path: str) -> bytes:
+    """A build context: the directory's content at the root of a tar archive."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(path, arcname=".")
+    return buffer.getvalue()
+
+
+def _strip_top_directory(packed: bytes) -> bytes:
+    """Re-root an engine archive of a directory (entries ``<dir>/...``) at ``<dir>``."""
+    buffer = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(packed), mode="r") as source,
+        tarfile.open(fileobj=buffer, mode="w") as target,
+    ):
+        for member in source:
+            _, sep, rest = member.name.partition("/")
+            if not sep or not rest:
+                continue
+            member.name = rest
+            data = source.extractfile(member) if member.isfile() else None
+            target.addfile(member, data)
+    return buffer.getvalue()
+
+
+def _is_root(user: str) -> bool:
+    """Whether a container ``User`` (``user[:group]``, names or ids) is root:root."""
+    name, _, group = user.partition(":")
+    return name in ("", "0", "root") and group in ("", "0", "root")
+
+
+def _path_of(env: Sequence[str] | None) -> str:
+    return next((item[5:] for item in env or () if item.startswith("PATH=")), "")
+
+
 def _published_ports(ports: Mapping[str, Sequence[PortBinding] | None] | None) -> dict[str, str]:
     published: dict[str, str] = {}
     for key, bindings in (ports or {}).items():
@@ -619,18 +814,18 @@ async def remove_leftovers(
 ) -> list[str]:
     """Remove this runner's containers, volumes and networks of tasks no longer running.
 
-    Objects younger than ``min_age`` seconds are kept. Returns what was removed, as
-    ``<kind> <name>`` strings.
+    ``active_tasks`` is read at each decision, so a live view (the daemon's running task
+    ids) protects a task that starts during the pass. Objects younger than ``min_age``
+    seconds are kept. Returns what was removed, as ``<kind> <name>`` strings.
     """
     now = now or datetime.now(UTC)
-    active = {str(task) for task in active_tasks}
     owner = {LABEL_RUNNER: runner_uuid}
     removed: list[str] = []
 
     def stale(labels: Mapping[str, str] | None, created: datetime | None) -> bool:
         task = (labels or {}).get(LABEL_TASK, "")
         old = created is None or (now - created).total_seconds() >= min_age
-        return task not in active and old
+        return old and task not in {str(active) for active in active_tasks}
 
     for container in await api.containers_list(owner):
         created = datetime.fromtimestamp(container.created, UTC) if container.created else None

@@ -525,6 +525,14 @@ class DockerClient:
             await demultiplex(response.aiter_raw(), collect)
         return b"".join(chunks)
 
+    async def container_follow(self, container: str, output: OutputHandler) -> None:
+        """Deliver a container's stdout and stderr from its start until it stops."""
+        params = {"stdout": True, "stderr": True, "follow": True}
+        async with self._stream(
+            "GET", f"/containers/{_path(container)}/logs", params=params
+        ) as response:
+            await demultiplex(response.aiter_raw(), output)
+
     async def container_kill(self, container: str, signal: str = "SIGKILL") -> None:
         await self._request(
             "POST", f"/containers/{_path(container)}/kill", params={"signal": signal}
@@ -679,10 +687,13 @@ class DockerClient:
 
     # --- volumes ---
 
-    async def volume_create(self, name: str, *, labels: Mapping[str, str] | None = None) -> None:
-        await self._request(
+    async def volume_create(
+        self, name: str, *, labels: Mapping[str, str] | None = None
+    ) -> VolumeInfo:
+        response = await self._request(
             "POST", "/volumes/create", body={"Name": name, "Labels": dict(labels or {})}
         )
+        return msgspec.json.decode(response.content, type=VolumeInfo)
 
     async def volume_remove(self, name: str, *, force: bool = True) -> bool:
         """Remove a volume; False when it was already gone."""

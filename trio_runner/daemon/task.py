@@ -35,7 +35,7 @@ from trio_runner.executor.sink import Conclusion
 from trio_runner.gitea.messages import Result, Task
 from trio_runner.labels import Label
 from trio_runner.workflow.contexts import inputs_context
-from trio_runner.workflow.model import WorkflowError, load_task_payload
+from trio_runner.workflow.model import Workflow, WorkflowError, load_task_payload
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +151,14 @@ def reporter_settings(config: Config) -> ReporterSettings:
 async def run_task(task: Task, env: TaskEnvironment, running: RunningTask) -> Conclusion:
     """Run one task to its final report. Never raises for a failure of the job."""
     started = trio.current_time()
+    workflow: Workflow | None = None
     try:
         workflow, job_id = load_task_payload(task.workflow_payload or b"")
-    except WorkflowError as exc:
-        workflow, job_id, setup_error = None, "", str(exc)
-        step_count = _raw_step_count(task.workflow_payload or b"")
-    else:
-        setup_error = ""
         step_count = len(workflow.jobs[job_id].steps)
+        setup_error = ""
+    except WorkflowError as exc:
+        job_id, setup_error = "", str(exc)
+        step_count = _raw_step_count(task.workflow_payload or b"")
 
     def server_ended(result: Result) -> None:
         running.cancel(CancelCause.SERVER)

@@ -26,6 +26,7 @@ from trio_runner.executor.commands import error_row, warning_row
 from trio_runner.executor.joblog import JobLog
 from trio_runner.executor.sink import Conclusion, JobSink
 from trio_runner.executor.steps import StepContext, StepRunner, evaluate_env
+from trio_runner.executor.summaries import SUMMARY_BUDGET, SummaryTarget, publish_summaries
 from trio_runner.masking import Masker
 from trio_runner.workflow.contexts import (
     JobPaths,
@@ -79,6 +80,26 @@ class JobRequest:
     #: runner.timeout: caps the job's own timeout.
     timeout: float = 3 * 3600.0
     labels_text: str = ""
+    #: Problems found while preparing the task (e.g. the cache refused the job token),
+    #: written as warnings in the set-up section.
+    setup_warnings: list[str] = field(default_factory=list)
+    #: Where remote actions are cloned (host.workdir_parent); empty: ~/.cache/act.
+    action_cache_dir: str = ""
+    #: runner.github_mirror: replaces https://github.com as the default action host.
+    github_mirror: str = ""
+    #: runner.action_shallow_clone.
+    action_shallow_clone: bool = True
+    #: cache.offline_mode: existing action clones are used without fetching.
+    actions_offline: bool = False
+    #: runner.patch_actions: toolkit patches of remote node actions.
+    patch_actions: bool = True
+    #: runner.insecure: no TLS verification when cloning actions from the Gitea host.
+    insecure: bool = False
+    #: runner.hooks.job_started / job_completed (or the ACTIONS_RUNNER_HOOK_JOB_* env).
+    hook_job_started: str = ""
+    hook_job_completed: str = ""
+    #: exec: the local checkout copied instead of running actions/checkout (1.5).
+    checkout_source: str = ""
 
     @property
     def job(self) -> Job:
@@ -182,7 +203,7 @@ class JobRun:
         try:
             async with open_environment() as env:
                 return await self._run_in(env, steps)
-        except _SetupFailed:
+        except SetupFailed:
             self._finish_unstarted(Conclusion.CANCELLED)
             await self.log.write("Job failed")
             return JobOutcome(Conclusion.FAILURE, {})
@@ -241,7 +262,7 @@ class JobRun:
             job_env = self._job_env(base)
         except ExpressionError as exc:
             await self.log.write(error_row(str(exc)))
-            raise _SetupFailed from exc
+            raise SetupFailed from exc
         await self._write_setup_rows(github)
         await env.write_file(paths.event_path, json.dumps(github["event"]).encode())
         ctx = StepContext(
@@ -258,15 +279,43 @@ class JobRun:
         )
         runner_steps = StepRunner(ctx)
         keys = step_keys(steps)
+        timeout = self._job_timeout(base)
+        deadline = trio.current_time() + timeout
+        await self._set_up_steps(runner_steps, steps, keys, deadline)
         await self.log.write(f"Complete job name: {self.job.display_name()}")
-        await self._main_steps(runner_steps, steps, keys, base)
-        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_BUDGET):
-            if await runner_steps.run_posts():
-                self.failed = True
-            self._evaluate_outputs(base)
+        await self._main_steps(runner_steps, steps, keys, deadline, timeout)
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(CLEANUP_BUDGET):
+                if await runner_steps.run_posts():
+                    self.failed = True
+                hook = self.request.hook_job_completed
+                if hook and await runner_steps.run_hook(hook, "completed", _budget()):
+                    self.failed = True
+                self._evaluate_outputs(base)
+            with trio.move_on_after(SUMMARY_BUDGET):
+                await publish_summaries(
+                    env, self.log, self.masker, runner_steps.summary_path, len(steps),
+                    SummaryTarget.from_job(request.runner_env, github),
+                )  # fmt: skip
         await self._finish_log()
         result = self.status
         return JobOutcome(result, dict(self.outputs))
+
+    async def _set_up_steps(
+        self, runner: StepRunner, steps: list[Any], keys: list[str], deadline: float
+    ) -> None:
+        """Phases 5-7: job-started hook, action downloads, pre phases (2.1)."""
+        hook = self.request.hook_job_started
+        if hook and await runner.run_hook(hook, "started", deadline):
+            self.failed = True
+            return
+        contexts = runner.contexts(runner.env_context())
+        with trio.move_on_at(deadline):
+            if await runner.actions.prepare_all(steps, contexts):
+                self.failed = True
+                return
+            if await runner.actions.run_pres(steps, keys, deadline):
+                self.failed = True
 
     def _job_env(self, base: Mapping[str, Any]) -> dict[str, str]:
         """Layers 2 and 3 of 4.5, evaluated once at job start."""
@@ -296,14 +345,18 @@ class JobRun:
             f"Event: {github.get('event_name', '')}",
             "::endgroup::",
         ]
+        lines += [warning_row(text) for text in self.request.setup_warnings]
         await self.log.write("\n".join(lines))
 
     async def _main_steps(
-        self, runner: StepRunner, steps: list[Any], keys: list[str], base: dict[str, Any]
+        self,
+        runner: StepRunner,
+        steps: list[Any],
+        keys: list[str],
+        deadline: float,
+        limit: float,
     ) -> None:
         """Main phases in order under the job timeout (workflow-execution 2.8)."""
-        timeout = self._job_timeout(base)
-        deadline = trio.current_time() + timeout
         timed_out = False
         for index, step in enumerate(steps):
             if await runner.run_main(index, step, keys[index], deadline) and not timed_out:
@@ -312,7 +365,7 @@ class JobRun:
                 await self.log.write(
                     error_row(
                         f"The job running on runner {self.request.runner_name} has exceeded "
-                        f"the maximum execution time of {_minutes(timeout)} minutes."
+                        f"the maximum execution time of {_minutes(limit)} minutes."
                     )
                 )
                 # always()/failure() steps still get a fresh budget.
@@ -363,7 +416,7 @@ class JobRun:
         await self.log.write(words.get(self.status, "Job failed"))
 
 
-class _SetupFailed(Exception):
+class SetupFailed(Exception):
     """The job environment or the job's own templates could not be set up."""
 
 
@@ -393,6 +446,11 @@ def _debug_enabled(request: JobRequest) -> bool:
     return False
 
 
+def _budget() -> float:
+    """A fresh cleanup deadline (posts and the completed hook run after a timeout too)."""
+    return trio.current_time() + CLEANUP_BUDGET
+
+
 def _minutes(seconds: float) -> str:
     minutes = seconds / 60.0
     return str(int(minutes)) if minutes.is_integer() else f"{minutes:g}"
@@ -405,5 +463,6 @@ __all__ = [
     "JobRun",
     "Need",
     "OpenEnvironment",
+    "SetupFailed",
     "step_display_name",
 ]

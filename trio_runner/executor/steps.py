@@ -1,28 +1,31 @@
-"""The main phase of each step: condition, environment, ``run`` scripts, file commands.
+"""Step phases: condition, environment, ``run`` scripts, processes and file commands.
 
 ``uses`` steps are resolved and run by ``actions``; this module owns what every phase
-shares: registering the step in the ``steps`` context, evaluating ``env``/``if``,
-running a process under the step timeout and the job's cancellation, processing the
-file commands and reporting the outcome.
+shares: the scope a step list runs in (the job, or one composite action), registering
+the step in the ``steps`` context, evaluating ``env``/``if``, running a process under
+the step timeout and the job's cancellation, processing the file commands, reporting
+the outcome, and the post phases and job hooks at the end.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
-from trio_runner.backends.base import Environment
+from trio_runner.backends.base import Environment, OutputHandler
 from trio_runner.executor.commands import (
     CommandProcessor,
     FileCommandError,
     accept_env,
     error_row,
     group_row,
+    is_true,
     parse_key_value_file,
     parse_path_file,
     prepend_paths,
@@ -33,13 +36,18 @@ from trio_runner.masking import Masker
 from trio_runner.workflow.contexts import JobPaths, RunnerInfo, default_env
 from trio_runner.workflow.expressions import (
     ExpressionError,
+    HashFilesHook,
+    StatusFunctions,
+    calls_hash_files,
     evaluate_condition,
+    hash_files,
     interpolate,
     to_string,
 )
 from trio_runner.workflow.model import Step, step_display_name
 
 if TYPE_CHECKING:
+    from trio_runner.executor.actions import ActionSteps
     from trio_runner.executor.job import JobRun
 
 #: Shell templates of workflow-execution 3.4: command, script extension, wrapper.
@@ -58,7 +66,7 @@ INVALID_SHELL = (
     "Invalid shell option. Shell must be a valid built-in (bash, sh, cmd, powershell, pwsh) "
     "or a format string containing '{0}'"
 )
-#: Keys the ``env:`` block of a run step's header leaves out (8.5).
+#: Keys the ``env:`` block of a step's header leaves out (8.5).
 _HIDDEN_ENV_PREFIXES = ("GITHUB_", "GITEA_", "RUNNER_", "INPUT_")
 _HIDDEN_ENV_KEYS = ("PATH", "HOME", "CI")
 #: Names of the file-command files inside ``<R>/workflow`` (2.4).
@@ -69,6 +77,8 @@ FILE_COMMANDS = {
     "PATH": "pathcmd.txt",
 }
 MAX_SCRIPT = 21000
+
+_T = TypeVar("_T")
 
 
 def _now() -> datetime:
@@ -102,6 +112,10 @@ class StepError(Exception):
     """A step that cannot start; the message is written as the step's error."""
 
 
+#: Errors an evaluation can raise: bad expressions and bad step values.
+EVALUATION_ERRORS = (ExpressionError, StepError)
+
+
 @dataclass
 class PhaseResult:
     outcome: Conclusion
@@ -110,41 +124,178 @@ class PhaseResult:
     job_timed_out: bool = False
 
 
-def evaluate_env(env: Mapping[str, str] | str, contexts: Mapping[str, Any]) -> dict[str, str]:
+@dataclass(frozen=True)
+class ActionEnv:
+    """The action a phase belongs to, as ``github.action_*`` and ``GITHUB_ACTION_*`` say."""
+
+    path: str = ""
+    repository: str = ""
+    ref: str = ""
+
+
+class PostPhase(Protocol):
+    """A phase to run after the main steps (post of an action, or of a composite)."""
+
+    async def run(self) -> bool:
+        """Run it if its condition holds; True when it failed."""
+        ...
+
+
+@dataclass
+class Scope:
+    """Where a list of steps runs: the job, or one composite action (3.11).
+
+    ``overrides`` replaces contexts for this scope (``secrets``, ``inputs``, ``github``);
+    ``env`` lies between the job's env and a step's own (a composite's outer step env);
+    ``prefix`` starts the script names of its steps.
+    """
+
+    steps: dict[str, dict[str, Any]]
+    status: StatusFunctions
+    overrides: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    action: ActionEnv = ActionEnv()
+    prefix: str = ""
+    composite: bool = False
+    failed: bool = False
+    posts: list[PostPhase] = field(default_factory=list)
+
+
+class CompositeStatus:
+    """Status functions inside a composite action: its own sub-steps decide (5.9)."""
+
+    def __init__(self, run: JobRun, scope: Scope) -> None:
+        self._run = run
+        self._scope = scope
+
+    def success(self) -> bool:
+        return not self._scope.failed and not self._run.control.cancelled
+
+    def failure(self) -> bool:
+        return self._scope.failed
+
+    def cancelled(self) -> bool:
+        return self._run.control.cancelled
+
+    def always(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """One step in its scope: ``key`` is GITHUB_ACTION, ``summary`` its summary file."""
+
+    step: Step
+    key: str
+    scope: Scope
+    summary: str
+
+    @property
+    def script_name(self) -> str:
+        return f"{self.scope.prefix}{self.key}"
+
+
+def evaluate_env(
+    env: Mapping[str, str] | str,
+    contexts: Mapping[str, Any],
+    *,
+    hash_files: HashFilesHook | None = None,
+) -> dict[str, str]:
     """An ``env:`` mapping of templates, or one template yielding a mapping, as strings."""
     if isinstance(env, str):
-        value = interpolate(env, contexts)
+        value = interpolate(env, contexts, hash_files=hash_files)
         if not isinstance(value, dict):
             raise StepError(f"env must evaluate to a mapping, got {to_string(value)!r}")
         return {str(k): to_string(v) for k, v in value.items()}
-    return {k: to_string(interpolate(v, contexts)) for k, v in env.items()}
+    return {k: to_string(interpolate(v, contexts, hash_files=hash_files)) for k, v in env.items()}
+
+
+Start = Callable[[OutputHandler], Awaitable[int]]
 
 
 class StepRunner:
-    """Runs the main phases of a job's steps and, at the end, their post phases."""
+    """Runs a job's steps: main phases in order, then the post phases."""
 
     def __init__(self, ctx: StepContext) -> None:
+        # actions builds on this module's types, so it is imported when a job starts.
+        from trio_runner.executor.actions import ActionSteps
+
         self.ctx = ctx
-        self.run_count = 0
+        self.job_scope = Scope(steps=ctx.run.steps_ctx, status=ctx.run)
+        self.actions: ActionSteps = ActionSteps(self)
+        self._summaries: set[str] = set()
 
-    # -- contexts and environment -------------------------------------------------------
+    # -- contexts, evaluation and environment -------------------------------------------
 
-    def env_context(self) -> dict[str, str]:
-        """Layers 2-4 as the ``env`` context shows them."""
-        return {**self.ctx.job_env, **self.ctx.exported_env}
+    def env_context(self, scope: Scope | None = None) -> dict[str, str]:
+        """Layers 2-4 (and a composite's outer step env) as the ``env`` context shows them."""
+        extra = scope.env if scope is not None else {}
+        return {**self.ctx.job_env, **self.ctx.exported_env, **extra}
 
-    def contexts(self, env_ctx: Mapping[str, str]) -> dict[str, Any]:
+    def contexts(self, env_ctx: Mapping[str, str], scope: Scope | None = None) -> dict[str, Any]:
+        scope = scope or self.job_scope
         base = self.ctx.base_contexts
         job = {**base["job"], "status": self.ctx.run.status.value}
-        return {**base, "job": job, "env": dict(env_ctx)}
+        return {
+            **base,
+            **scope.overrides,
+            "job": job,
+            "env": dict(env_ctx),
+            "steps": scope.steps,
+        }
 
-    def process_env(self, step_env: Mapping[str, str], key: str) -> dict[str, str]:
+    async def evaluate(
+        self,
+        function: Callable[..., _T],
+        value: Any,
+        *args: Any,
+        condition: bool = False,
+        **kw: Any,
+    ) -> _T:
+        """``function(value, *args, **kw)``; in a worker thread when it may hash files."""
+        if not calls_hash_files(value, condition=condition):
+            return function(value, *args, **kw)
+        hook = partial(hash_files, self.ctx.paths.workspace)
+        return await trio.to_thread.run_sync(lambda: function(value, *args, hash_files=hook, **kw))
+
+    async def condition(
+        self, text: str | None, contexts: Mapping[str, Any], status: StatusFunctions, *,
+        default_check: bool = True,
+    ) -> bool:  # fmt: skip
+        return await self.evaluate(
+            evaluate_condition, text, contexts, status=status, default_check=default_check,
+            condition=True,
+        )  # fmt: skip
+
+    async def template(self, value: Any, contexts: Mapping[str, Any]) -> Any:
+        return await self.evaluate(interpolate, value, contexts)
+
+    async def step_env(
+        self, value: Mapping[str, str] | str, contexts: Mapping[str, Any]
+    ) -> dict[str, str]:
+        return await self.evaluate(evaluate_env, value, contexts)
+
+    def process_env(
+        self,
+        step_env: Mapping[str, str],
+        key: str,
+        summary: str,
+        scope: Scope | None = None,
+        action: ActionEnv | None = None,
+    ) -> dict[str, str]:
         """Layers 2-6 plus PATH: the environment a step's process gets."""
         files = {name: self.file_path(name) for name in FILE_COMMANDS}
-        files["STEP_SUMMARY"] = f"{self.ctx.paths.workflow_dir}/step-summary-{key}.md"
-        env = {**self.env_context(), **step_env}
+        files["STEP_SUMMARY"] = summary
+        env = {**self.env_context(scope), **step_env}
         ci = env.get("CI", "true")
-        env.update(default_env(self.ctx.github, self.ctx.runner, self.ctx.paths, files, action=key))
+        action = action or (scope.action if scope else ActionEnv())
+        env.update(
+            default_env(
+                self.ctx.github, self.ctx.runner, self.ctx.paths, files,
+                action=key, action_path=action.path,
+                action_repository=action.repository, action_ref=action.ref,
+            )
+        )  # fmt: skip
         env["CI"] = ci
         if self.ctx.path_additions:
             base_path = env.get("PATH") or self.ctx.env.default_path
@@ -154,111 +305,149 @@ class StepRunner:
     def file_path(self, name: str) -> str:
         return f"{self.ctx.paths.workflow_dir}/{FILE_COMMANDS[name]}"
 
-    # -- main phase ---------------------------------------------------------------------
+    def summary_path(self, index: int) -> str:
+        return f"{self.ctx.paths.workflow_dir}/step-summary-{index}.md"
+
+    async def ensure_summary(self, path: str) -> None:
+        """Create a top-level step's summary file once; all its phases append to it."""
+        if path not in self._summaries:
+            self._summaries.add(path)
+            await self.ctx.env.write_file(path, b"")
+
+    # -- main phases --------------------------------------------------------------------
 
     async def run_main(self, index: int, step: Step, key: str, deadline: float) -> bool:
-        """Run one step's main phase; True when the job's deadline cut it short."""
+        """Run one job step's main phase; True when the job's deadline cut it short."""
         run = self.ctx.run
         run.sink.step_started(index, _now())
+        call = StepCall(step, key, self.job_scope, self.summary_path(index))
+        await self.ensure_summary(call.summary)
+        result, conclusion = await self.run_registered(call, deadline)
+        if conclusion is Conclusion.FAILURE:
+            run.failed = True
+        run.sink.step_finished(index, result.outcome, _now())
+        return result.job_timed_out
+
+    async def run_registered(
+        self, call: StepCall, deadline: float
+    ) -> tuple[PhaseResult, Conclusion]:
+        """The main phase with its ``steps`` entry and ``continue-on-error`` (3.3)."""
+        step, steps = call.step, call.scope.steps
         if step.id:
-            run.steps_ctx[step.id] = {
+            steps[step.id] = {
                 "outputs": {},
                 "outcome": Conclusion.SUCCESS.value,
                 "conclusion": Conclusion.SUCCESS.value,
             }
-        result = await self._main(step, key, deadline)
+        result = await self._main(call, deadline)
         conclusion = result.outcome
-        if result.outcome is Conclusion.FAILURE:
-            if await self._continue_on_error(step):
-                conclusion = Conclusion.SUCCESS
-                await self.ctx.log.write("Failed but continue next step")
-            else:
-                run.failed = True
+        if result.outcome is Conclusion.FAILURE and await self._continue_on_error(call):
+            conclusion = Conclusion.SUCCESS
+            await self.ctx.log.write("Failed but continue next step")
         if step.id:
-            run.steps_ctx[step.id] = {
+            steps[step.id] = {
                 "outputs": result.outputs,
                 "outcome": result.outcome.value,
                 "conclusion": conclusion.value,
             }
-        run.sink.step_finished(index, result.outcome, _now())
-        return result.job_timed_out
+        return result, conclusion
 
-    async def _main(self, step: Step, key: str, deadline: float) -> PhaseResult:
-        log = self.ctx.log
-        env_ctx = self.env_context()
+    async def _main(self, call: StepCall, deadline: float) -> PhaseResult:
+        log, step, scope = self.ctx.log, call.step, call.scope
+        env_ctx = self.env_context(scope)
         try:
-            contexts = self.contexts(env_ctx)
-            step_env = evaluate_env(step.env, contexts)
+            contexts = self.contexts(env_ctx, scope)
+            step_env = await self.step_env(step.env, contexts)
             contexts["env"] = {**env_ctx, **step_env}
-        except (ExpressionError, StepError) as exc:
+        except EVALUATION_ERRORS as exc:
             await log.write(error_row(str(exc)))
             return PhaseResult(Conclusion.FAILURE)
         try:
-            holds = evaluate_condition(step.if_, contexts, status=self.ctx.run)
+            holds = await self.condition(step.if_, contexts, scope.status)
         except ExpressionError as exc:
             await log.write(error_row(f'if-expression "{step.if_}" evaluation failed: {exc}'))
             return PhaseResult(Conclusion.FAILURE)
         if not holds:
             return PhaseResult(Conclusion.SKIPPED)
-        if step.run is None:
-            await log.write(error_row(f"actions are not supported yet: {step.uses}"))
-            return PhaseResult(Conclusion.FAILURE)
         try:
-            return await self._run_script(step, key, step_env, contexts, deadline)
-        except (ExpressionError, StepError) as exc:
+            if step.run is None:
+                return await self.actions.run_main(call, step_env, contexts, deadline)
+            return await self._run_script(call, step_env, contexts, deadline)
+        except EVALUATION_ERRORS as exc:
             await log.write(error_row(str(exc)))
             return PhaseResult(Conclusion.FAILURE)
 
-    async def _continue_on_error(self, step: Step) -> bool:
-        value = step.continue_on_error
+    async def _continue_on_error(self, call: StepCall) -> bool:
+        value = call.step.continue_on_error
         if value is None or value is False:
             return False
         if value is True:
             return True
-        contexts = self.contexts(self.env_context())
+        contexts = self.contexts(self.env_context(call.scope), call.scope)
         try:
-            return evaluate_condition(
-                str(value), contexts, status=self.ctx.run, default_check=False
+            return await self.condition(
+                str(value), contexts, call.scope.status, default_check=False
             )
         except ExpressionError as exc:
             await self.ctx.log.write(error_row(str(exc)))
             return False
 
+    def still_holds(self, call: StepCall, contexts: dict[str, Any]) -> Callable[[], bool]:
+        """Re-evaluates the step's condition when the job is cancelled while it runs."""
+
+        def check() -> bool:
+            try:
+                return evaluate_condition(call.step.if_, contexts, status=call.scope.status)
+            except ExpressionError:
+                return False
+
+        return check
+
     # -- run steps ----------------------------------------------------------------------
 
     async def _run_script(
-        self,
-        step: Step,
-        key: str,
-        step_env: dict[str, str],
-        contexts: dict[str, Any],
-        deadline: float,
+        self, call: StepCall, step_env: dict[str, str], contexts: dict[str, Any], deadline: float
     ) -> PhaseResult:
-        ctx = self.ctx
-        script = to_string(interpolate(step.run, contexts))
+        ctx, step = self.ctx, call.step
+        script = to_string(await self.template(step.run, contexts))
         if len(script) > MAX_SCRIPT:
             raise StepError(
-                f"the script of step '{key}' is {len(script)} characters long after "
+                f"the script of step '{call.key}' is {len(script)} characters long after "
                 f"evaluation; the limit is {MAX_SCRIPT}"
             )
-        shell_value = self._shell(step, contexts)
-        env = self.process_env(step_env, key)
+        shell_value = await self._shell(call, contexts)
+        env = self.process_env(step_env, call.key, call.summary, call.scope)
         command, ext, wrapper = await self._shell_template(shell_value, env)
-        script_path = f"{ctx.paths.workflow_dir}/{key}{ext}"
+        script_path = f"{ctx.paths.workflow_dir}/{call.script_name}{ext}"
         await ctx.env.write_file(script_path, wrapper.format(script=script).encode(), 0o755)
         argv = [part.replace("{0}", script_path) for part in shlex.split(command)]
-        cwd = self._working_directory(step, contexts)
-        await self._write_header(step, key, script, command, step_env)
-        timeout = self._step_timeout(step, contexts)
-        return await self._exec(step, key, argv, env, cwd, timeout, deadline, contexts)
+        cwd = await self._working_directory(call, contexts)
+        first = next((line.strip() for line in script.splitlines() if line.strip()), "")
+        title = first or step.name or step.id or call.key
+        lines = [*script.rstrip("\n").split("\n"), f"shell: {command}"]
+        await self.write_header(f"Run {title}", lines, step_env)
+        timeout = await self.step_timeout(call, contexts)
+        path = env.get("PATH") or ctx.env.default_path
+        if "/" not in argv[0] and not await ctx.env.which(argv[0], path):
+            await ctx.log.write(error_row(f"Cannot find: {argv[0]} in PATH"))
+            return PhaseResult(Conclusion.FAILURE)
 
-    def _shell(self, step: Step, contexts: Mapping[str, Any]) -> str:
-        if step.shell:
-            return to_string(interpolate(step.shell, contexts)).strip()
+        def start(output: OutputHandler) -> Awaitable[int]:
+            return ctx.env.exec(argv, env=env, cwd=cwd, output=output)
+
+        return await self.execute(
+            start, env, self.still_holds(call, contexts), timeout, deadline, step.name or call.key
+        )
+
+    async def _shell(self, call: StepCall, contexts: Mapping[str, Any]) -> str:
+        if call.step.shell:
+            return to_string(await self.template(call.step.shell, contexts)).strip()
+        if call.scope.composite:
+            return ""
         # Job defaults are templates; workflow defaults are taken literally (3.4).
         job_shell = self.ctx.run.job.defaults.shell
         if job_shell:
-            return to_string(interpolate(job_shell, contexts)).strip()
+            return to_string(await self.template(job_shell, contexts)).strip()
         return (self.ctx.run.request.workflow.defaults.shell or "").strip()
 
     async def _shell_template(self, shell: str, env: Mapping[str, str]) -> tuple[str, str, str]:
@@ -273,23 +462,25 @@ class StepRunner:
             raise StepError(INVALID_SHELL)
         return (shell, "", "{script}")
 
-    def _working_directory(self, step: Step, contexts: Mapping[str, Any]) -> str:
-        value = (
-            step.working_directory
-            or self.ctx.run.job.defaults.working_directory
-            or self.ctx.run.request.workflow.defaults.working_directory
-        )
+    async def _working_directory(self, call: StepCall, contexts: Mapping[str, Any]) -> str:
+        value = call.step.working_directory
+        if not value and not call.scope.composite:
+            value = (
+                self.ctx.run.job.defaults.working_directory
+                or self.ctx.run.request.workflow.defaults.working_directory
+            )
         if not value:
             return self.ctx.paths.workspace
-        path = to_string(interpolate(value, contexts))
+        path = to_string(await self.template(value, contexts))
         if path.startswith("/"):
             return path
         return f"{self.ctx.paths.workspace}/{path}"
 
-    def _step_timeout(self, step: Step, contexts: Mapping[str, Any]) -> float | None:
+    async def step_timeout(self, call: StepCall, contexts: Mapping[str, Any]) -> float | None:
+        step = call.step
         if step.timeout_minutes is None:
             return None
-        value = interpolate(step.timeout_minutes, contexts)
+        value = await self.template(step.timeout_minutes, contexts)
         try:
             minutes = float(value)
         except (TypeError, ValueError) as exc:
@@ -299,60 +490,65 @@ class StepRunner:
             ) from exc
         return minutes * 60.0 if minutes > 0 else None
 
-    async def _write_header(
-        self, step: Step, key: str, script: str, command: str, step_env: Mapping[str, str]
-    ) -> None:
-        first = next((line.strip() for line in script.splitlines() if line.strip()), "")
-        title = first or step.name or step.id or key
-        lines = [group_row(f"Run {title}"), *script.rstrip("\n").split("\n"), f"shell: {command}"]
+    async def write_header(self, title: str, lines: list[str], step_env: Mapping[str, str]) -> None:
+        """The ``Run …`` group of 8.5: its lines, then the step's own env."""
+        rows = [group_row(title), *lines]
         shown = [
             (k, v)
             for k, v in step_env.items()
             if k not in _HIDDEN_ENV_KEYS and not k.startswith(_HIDDEN_ENV_PREFIXES)
         ]
         if shown:
-            lines.append("env:")
+            rows.append("env:")
             for k, v in shown:
                 value_lines = v.split("\n")
-                lines.append(f"  {k}: {value_lines[0]}")
-                lines.extend(f"    {extra}" for extra in value_lines[1:])
-        lines.append("::endgroup::")
-        await self.ctx.log.write("\n".join(lines))
+                rows.append(f"  {k}: {value_lines[0]}")
+                rows.extend(f"    {extra}" for extra in value_lines[1:])
+        rows.append("::endgroup::")
+        await self.ctx.log.write("\n".join(rows))
 
-    async def _exec(
+    # -- one process --------------------------------------------------------------------
+
+    async def execute(
         self,
-        step: Step,
-        key: str,
-        argv: list[str],
-        env: dict[str, str],
-        cwd: str,
-        timeout: float | None,
+        start: Start,
+        env: Mapping[str, str],
+        still_holds: Callable[[], bool],
+        limit: float | None,
         deadline: float,
-        contexts: dict[str, Any],
+        name: str,
     ) -> PhaseResult:
+        """Run one phase's process with its file commands (3.3 steps 4-8).
+
+        ``still_holds`` decides whether the process survives a job cancellation;
+        ``name`` is what a step-timeout error calls the step.
+        """
         ctx = self.ctx
-        for name in FILE_COMMANDS:
-            await ctx.env.write_file(self.file_path(name), b"")
-        path = env.get("PATH") or ctx.env.default_path
-        if "/" not in argv[0] and not await ctx.env.which(argv[0], path):
-            await ctx.log.write(error_row(f"Cannot find: {argv[0]} in PATH"))
-            return PhaseResult(Conclusion.FAILURE)
-        processor = CommandProcessor(ctx.masker, debug=ctx.debug)
+        for file_name in FILE_COMMANDS:
+            await ctx.env.write_file(self.file_path(file_name), b"")
+        processor = CommandProcessor(
+            ctx.masker,
+            debug=ctx.debug,
+            allow_unsecure_commands=is_true(env.get("ACTIONS_ALLOW_UNSECURE_COMMANDS")),
+            allow_unsecure_stop_tokens=is_true(
+                env.get("ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS")
+            ),
+        )
         output = ctx.log.output(processor.feed)
         code: int | None = None
-        with (
-            trio.CancelScope() as cancel_scope,
-            ctx.run.control.on_cancel(lambda: self._on_job_cancel(step, contexts, cancel_scope)),
-        ):
+
+        def on_cancel() -> None:
+            if not still_holds():
+                cancel_scope.cancel()
+
+        with trio.CancelScope() as cancel_scope, ctx.run.control.on_cancel(on_cancel):
             if ctx.run.control.cancelled:
-                self._on_job_cancel(step, contexts, cancel_scope)
+                on_cancel()
             with (
                 trio.move_on_at(deadline) as job_deadline,
-                trio.move_on_after(
-                    timeout if timeout is not None else float("inf")
-                ) as step_deadline,
+                trio.move_on_after(limit if limit is not None else float("inf")) as step_deadline,
             ):
-                code = await ctx.env.exec(argv, env=env, cwd=cwd, output=output.feed)
+                code = await start(output.feed)
             await output.close()
         result = PhaseResult(Conclusion.SUCCESS)
         if cancel_scope.cancelled_caught:
@@ -361,10 +557,9 @@ class StepRunner:
             result.outcome = Conclusion.FAILURE
             result.job_timed_out = True
         elif step_deadline.cancelled_caught:
-            assert timeout is not None
-            name = step.name or key
+            assert limit is not None
             await ctx.log.write(
-                error_row(f"The action '{name}' has timed out after {timeout / 60:g} minutes.")
+                error_row(f"The action '{name}' has timed out after {limit / 60:g} minutes.")
             )
             result.outcome = Conclusion.FAILURE
         elif code != 0:
@@ -376,21 +571,13 @@ class StepRunner:
         ctx.exported_env.update(commands.env)
         ctx.add_paths(commands.path)
         result.outputs.update(commands.outputs)
+        result.state.update(commands.state)
         try:
             await self._file_commands(result)
         except FileCommandError as exc:
             await ctx.log.write("\n".join(exc.rows()))
             result.outcome = Conclusion.FAILURE
         return result
-
-    def _on_job_cancel(self, step: Step, contexts: dict[str, Any], scope: trio.CancelScope) -> None:
-        """Re-evaluate the running step's condition; stop it unless it still holds."""
-        try:
-            holds = evaluate_condition(step.if_, contexts, status=self.ctx.run)
-        except ExpressionError:
-            holds = False
-        if not holds:
-            scope.cancel()
 
     async def _file_commands(self, result: PhaseResult) -> None:
         """GITHUB_ENV, GITHUB_STATE, GITHUB_OUTPUT, GITHUB_PATH, in that order (3.3)."""
@@ -403,18 +590,56 @@ class StepRunner:
             await ctx.log.write("\n".join(refused))
         ctx.exported_env.update(exported)
         result.state.update(parse_key_value_file(await read(self.file_path("STATE")), "state"))
-        result.outputs.update(
-            parse_key_value_file(await read(self.file_path("OUTPUT")), "output")
-        )
+        result.outputs.update(parse_key_value_file(await read(self.file_path("OUTPUT")), "output"))
         ctx.add_paths(parse_path_file(await read(self.file_path("PATH"))))
 
-    # -- post phases --------------------------------------------------------------------
+    # -- hooks and post phases ----------------------------------------------------------
+
+    async def run_hook(self, path: str, which: str, deadline: float) -> bool:
+        """A job hook script (2.9); True when it failed. ``which``: started/completed."""
+        ctx = self.ctx
+        if path.endswith(".sh"):
+            argv = ["bash", "-e", path]
+        elif path.endswith(".ps1"):
+            argv = ["pwsh", "-command", f". '{path}'"]
+        else:
+            argv = [path]
+        await ctx.log.write(
+            f"{group_row(f'Run {path!r}')}\n"
+            f"A job {which} hook has been configured by the runner administrator"
+        )
+        env = self.process_env({}, "", f"{ctx.paths.workflow_dir}/step-summary-hook.md")
+
+        def start(output: OutputHandler) -> Awaitable[int]:
+            return ctx.env.exec(argv, env=env, cwd=ctx.paths.workspace, output=output)
+
+        try:
+            result = await self.execute(start, env, lambda: True, None, deadline, path)
+        except OSError as exc:
+            await ctx.log.write(error_row(f"Unable to run the job {which} hook: {exc}"))
+            result = PhaseResult(Conclusion.FAILURE)
+        await ctx.log.write("::endgroup::")
+        return result.outcome is not Conclusion.SUCCESS
 
     async def run_posts(self) -> bool:
-        """Run post phases in reverse order; True when one failed."""
-        return False
+        """Run post phases in reverse order; True when one failed. Every one runs."""
+        failed = False
+        for post in reversed(self.job_scope.posts):
+            if await post.run():
+                failed = True
+        return failed
 
 
-
-
-__all__ = ["StepContext", "StepRunner", "step_display_name"]
+__all__ = [
+    "ActionEnv",
+    "CompositeStatus",
+    "PhaseResult",
+    "PostPhase",
+    "Scope",
+    "StepCall",
+    "StepContext",
+    "StepError",
+    "StepRunner",
+    "evaluate_env",
+    "step_display_name",
+]

