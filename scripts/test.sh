@@ -8,7 +8,11 @@ scripts/setup.sh
 if [ -z "${TRIO_RUNNER_NO_CONTAINERS:-}" ]; then
     eval "$(scripts/container-engine.sh)"
 fi
-if [ -x scripts/install-node-deps.sh ]; then
-    scripts/install-node-deps.sh
-fi
-exec .venv/bin/python -m pytest "$@"
+scripts/install-node-deps.sh
+
+# A private temporary directory: other pytest runs on the machine rotate the shared one.
+basetemp=$(mktemp -d "${TMPDIR:-/tmp}/trio-runner-tests.XXXXXX")
+status=0
+.venv/bin/python -m pytest --basetemp "$basetemp" "$@" || status=$?
+rm -rf "$basetemp"
+exit "$status"

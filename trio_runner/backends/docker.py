@@ -257,25 +257,10 @@ class DockerEnvironment:
         exec_id = await self.api.exec_create(
             self.container_id, ["sh", "-c", _STEP_WRAPPER, "sh", pidfile, *argv], env=env, cwd=cwd
         )
-        ended = trio.Event()
-        async with trio.open_nursery() as nursery:
-            # Output is read in its own shielded scope: when the step is cancelled it keeps
-            # flowing while the process group is being stopped.
-            reader = trio.CancelScope(shield=True)
-
-            async def read_output() -> None:
-                with reader:
-                    await self.api.exec_start(exec_id, output)
-                    ended.set()
-
-            nursery.start_soon(read_output)
-            try:
-                await ended.wait()
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    await self._stop_group(pidfile, ended)
-                reader.cancel()
-                raise
+        await _stream_until_ended(
+            lambda: self.api.exec_start(exec_id, output),
+            lambda ended: self._stop_group(pidfile, ended),
+        )
         return await self.api.exec_exit_code(exec_id)
 
     async def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
@@ -359,33 +344,10 @@ class DockerEnvironment:
     async def _follow_step(self, name: str, output: OutputHandler) -> int:
         """Stream the step container's output until it stops; cancellation escalates
         SIGINT, SIGTERM, SIGKILL like a step process and lets the output drain."""
-        ended = trio.Event()
-        async with trio.open_nursery() as nursery:
-            reader = trio.CancelScope(shield=True)
-
-            async def read_output() -> None:
-                with reader:
-                    await self.api.container_follow(name, output)
-                    ended.set()
-
-            nursery.start_soon(read_output)
-            try:
-                await ended.wait()
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    for signal, grace in (
-                        ("SIGINT", SIGINT_GRACE),
-                        ("SIGTERM", SIGTERM_GRACE),
-                        ("SIGKILL", 0.0),
-                    ):
-                        if ended.is_set():
-                            break
-                        with contextlib.suppress(EngineError):
-                            await self.api.container_kill(name, signal)
-                        with trio.move_on_after(grace):
-                            await ended.wait()
-                reader.cancel()
-                raise
+        await _stream_until_ended(
+            lambda: self.api.container_follow(name, output),
+            lambda ended: self._stop_container(name, ended),
+        )
         return await self.api.container_wait(name)
 
     async def _build_action_image(self, step: ContainerStep) -> None:
@@ -659,20 +621,22 @@ class DockerEnvironment:
                 + captured.decode(errors="replace").strip()
             )
 
+    async def _stop_container(self, name: str, ended: trio.Event) -> None:
+        """Signal a step container until its output ends."""
+        await _escalate(ended, lambda signal: self.api.container_kill(name, f"SIG{signal}"))
+
     async def _stop_group(self, pidfile: str, ended: trio.Event) -> None:
-        """Signal the step's process group until its output ends: INT, TERM, KILL."""
-        for signal, grace in (("INT", SIGINT_GRACE), ("TERM", SIGTERM_GRACE), ("KILL", 0.0)):
-            if ended.is_set():
-                return
-            with contextlib.suppress(EngineError):
-                await self.api.exec_run(
-                    self.container_id,
-                    ["sh", "-c", _SIGNAL_GROUP, "sh", pidfile, signal],
-                    user="0",
-                    output=_discard,
-                )
-            with trio.move_on_after(grace):
-                await ended.wait()
+        """Signal the step's process group inside the job container until its output ends."""
+
+        async def send(signal: str) -> None:
+            await self.api.exec_run(
+                self.container_id,
+                ["sh", "-c", _SIGNAL_GROUP, "sh", pidfile, signal],
+                user="0",
+                output=_discard,
+            )
+
+        await _escalate(ended, send)
 
     # --- names and mounts ---
 
@@ -857,3 +821,41 @@ def _parse_time(text: str) -> datetime | None:
         return datetime.fromisoformat(f"{match[1]}{fraction}{zone}")
     except ValueError:
         return None
+
+
+async def _stream_until_ended(
+    read: Callable[[], Awaitable[None]], stop: Callable[[trio.Event], Awaitable[None]]
+) -> None:
+    """Run ``read`` (a process's output stream) to its end.
+
+    The reader runs in its own shielded scope: when the caller is cancelled, output keeps
+    flowing while ``stop`` signals the process, then the cancellation propagates.
+    """
+    ended = trio.Event()
+    async with trio.open_nursery() as nursery:
+        reader = trio.CancelScope(shield=True)
+
+        async def read_output() -> None:
+            with reader:
+                await read()
+                ended.set()
+
+        nursery.start_soon(read_output)
+        try:
+            await ended.wait()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await stop(ended)
+            reader.cancel()
+            raise
+
+
+async def _escalate(ended: trio.Event, send: Callable[[str], Awaitable[object]]) -> None:
+    """GitHub's escalation: INT, TERM after 7.5 s, KILL 2.5 s later, until ``ended``."""
+    for signal, grace in (("INT", SIGINT_GRACE), ("TERM", SIGTERM_GRACE), ("KILL", 0.0)):
+        if ended.is_set():
+            return
+        with contextlib.suppress(EngineError):
+            await send(signal)
+        with trio.move_on_after(grace):
+            await ended.wait()
