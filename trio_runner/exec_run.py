@@ -21,14 +21,12 @@ import secrets
 import signal
 import traceback
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import trio
 
-from trio_runner.backends.base import Environment
 from trio_runner.backends.select import RunnerSide, TaskIdentity, environment_opener
 from trio_runner.exec_command import RUNNER_NAME, ExecPlan
 from trio_runner.exec_output import ExecOutput, JobSummary
@@ -78,7 +76,6 @@ class ExecRun:
         self.needs: dict[tuple[str, str], Need] = {}
         self.summaries: list[tuple[tuple[int, int, int], JobSummary]] = []
         self.controls: set[JobControl] = set()
-        self.environments: set[Environment] = set()
         self.interrupts = 0
         self.failed = False
         self.scope = trio.CancelScope()
@@ -115,9 +112,9 @@ class ExecRun:
                 continue
             self.output.message("exec", "Stopping now")
             self.scope.cancel()
-            # The environments kill what is left of their steps without the grace periods.
-            for environment in list(self.environments):
-                nursery.start_soon(environment.kill)
+            # Kill what is left of the steps without the grace periods.
+            for control in list(self.controls):
+                nursery.start_soon(control.kill)
 
     async def _run_stages(self) -> None:
         limiter = trio.CapacityLimiter(os.cpu_count() or 1)
@@ -225,7 +222,7 @@ class ExecRun:
             self.output.job_started(label, datetime.now(UTC))
             try:
                 task = TaskIdentity(0, self.plan.event)
-                outcome = await run.run(environment_opener(run, self.runner, task, self._track))
+                outcome = await run.run(environment_opener(run, self.runner, task))
                 result, outputs = outcome.result.value, outcome.outputs
             except Exception as exc:  # a runner bug fails this job, not the run
                 text = "".join(traceback.format_exception_only(exc)).strip()
@@ -279,11 +276,3 @@ class ExecRun:
                     name = render_template(step.name, leg_contexts)
             names.append(name)
         return names
-
-    @asynccontextmanager
-    async def _track(self, environment: Environment) -> AsyncIterator[None]:
-        self.environments.add(environment)
-        try:
-            yield
-        finally:
-            self.environments.discard(environment)

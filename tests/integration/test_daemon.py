@@ -428,3 +428,18 @@ async def test_ephemeral_runner_exits_after_its_task(gitea: FakeGitea, tmp_path:
         assert await runner.wait() == 0
     assert not gitea.task(second).final
     assert_clean(gitea, first)
+
+
+async def test_second_signal_cancels_at_once(gitea: FakeGitea, tmp_path: Path) -> None:
+    register_locally(gitea, tmp_path, LABELS)
+    # Without the second signal the daemon would wait ten minutes for the job.
+    config = write_config(tmp_path, runner={"shutdown_timeout": "10m"})
+    task_id = gitea.queue_task(workflow("trap '' INT TERM; echo stubborn; sleep 600"))
+    async with start_runner(tmp_path, config) as runner:
+        await gitea.wait_rows(task_id, has_row("stubborn"))
+        runner.signal(signal.SIGTERM)
+        await gitea.wait_until(lambda: "received SIGTERM" in runner.log)
+        runner.signal(signal.SIGTERM)
+        assert await runner.wait() == 0
+    assert gitea.task(task_id).result is Result.CANCELLED
+    assert_clean(gitea, task_id)

@@ -44,7 +44,6 @@ ENGINE_PROBE_TIMEOUT = 2.0
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 #: Called with each environment while it is open (exec kills them on a second Ctrl-C).
-Track = Callable[[Environment], contextlib.AbstractAsyncContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -184,7 +183,7 @@ def evaluate_container(
 
 
 def environment_opener(
-    run: JobRun, runner: RunnerSide, task: TaskIdentity, track: Track | None = None
+    run: JobRun, runner: RunnerSide, task: TaskIdentity
 ) -> Callable[[], contextlib.AbstractAsyncContextManager[Environment]]:
     """The ``open_environment`` callable of one job run."""
 
@@ -196,8 +195,6 @@ def environment_opener(
             except (RunnerError, ExpressionError) as exc:
                 await run.log.write(error_row(str(exc)))
                 raise SetupFailed(str(exc)) from exc
-            if track is not None:
-                await stack.enter_async_context(track(env))
             yield env
 
     return open_environment

@@ -169,7 +169,7 @@ class Daemon:
                     await tasks.start(self._task, task, env, release)
 
                 poller = Poller(client, settings, start, self.on_poll)
-                tasks.start_soon(self._signals, signals, poll_scope, tasks.cancel_scope)
+                tasks.start_soon(self._signals, signals, poll_scope, tasks)
                 self.ready = True
                 with poll_scope:
                     try:
@@ -197,10 +197,7 @@ class Daemon:
             await self._idle.wait()
 
     async def _signals(
-        self,
-        signals: Any,
-        poll_scope: trio.CancelScope,
-        tasks_scope: trio.CancelScope,
+        self, signals: AsyncIterator[int], poll_scope: trio.CancelScope, tasks: trio.Nursery
     ) -> None:
         count = 0
         async for signum in signals:
@@ -213,11 +210,13 @@ class Daemon:
                     len(self.running),
                 )
                 poll_scope.cancel()
-                await self._shutdown_after_grace()
+                # Waiting must not block this loop: a second signal cuts it short.
+                tasks.start_soon(self._shutdown_after_grace)
             else:
                 log.info("received a second signal: cancelling running tasks now")
                 for running in list(self.running.values()):
                     running.cancel(CancelCause.SHUTDOWN, at_once=True)
+                    await running.control.kill()
 
     async def _shutdown_after_grace(self) -> None:
         with trio.move_on_after(self.config.runner.shutdown_timeout):

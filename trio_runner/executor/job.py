@@ -116,11 +116,18 @@ OpenEnvironment = Callable[[], AbstractAsyncContextManager[Environment]]
 
 
 class JobControl:
-    """Lets the owner of a job ask it to cancel gracefully."""
+    """Lets the owner of a job cancel it gracefully, or kill its processes at once."""
 
     def __init__(self) -> None:
         self.cancelled = False
         self._listeners: list[Callable[[], None]] = []
+        self.environment: Environment | None = None
+
+    async def kill(self) -> None:
+        """Kill every process of the job now (a second interrupt); cleanup still follows."""
+        self.cancel()
+        if self.environment is not None:
+            await self.environment.kill()
 
     def cancel(self) -> None:
         if not self.cancelled:
@@ -202,7 +209,11 @@ class JobRun:
             return JobOutcome(Conclusion.SKIPPED, {})
         try:
             async with open_environment() as env:
-                return await self._run_in(env, steps)
+                self.control.environment = env
+                try:
+                    return await self._run_in(env, steps)
+                finally:
+                    self.control.environment = None
         except SetupFailed:
             self._finish_unstarted(Conclusion.CANCELLED)
             await self.log.write("Job failed")
