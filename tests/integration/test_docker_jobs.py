@@ -199,6 +199,7 @@ async def test_job_container_image_wins_and_invalid_volume_is_dropped(
     record = gitea.task(task_id)
     assert record.result is Result.SUCCESS, record.contents
     assert "busybox" in record.contents and "yes-it-is" in record.contents
+    assert "shell: sh -e {0}" in record.contents  # `container:` jobs default to sh
     assert f"##[warning][{tmp_path}] is not a valid volume, will be ignored" in record.contents
     assert "not-mounted" in record.contents
     assert await owned(engine, runner.uuid) == []

@@ -450,8 +450,16 @@ class StepRunner:
             return to_string(await self.template(job_shell, contexts)).strip()
         return (self.ctx.run.request.workflow.defaults.shell or "").strip()
 
+    def _in_job_container(self) -> bool:
+        """The job runs in the image of its own ``container:`` key (not a label's)."""
+        container = self.ctx.base_contexts["job"].get("container") or {}
+        return self.ctx.run.job.container is not None and bool(container.get("id"))
+
     async def _shell_template(self, shell: str, env: Mapping[str, str]) -> tuple[str, str, str]:
         if not shell:
+            if self._in_job_container():
+                # GitHub runs `container:` jobs with sh, whatever the image has (3.4).
+                return SHELLS["sh"]
             path = env.get("PATH") or self.ctx.env.default_path
             if await self.ctx.env.which("bash", path):
                 return ("bash -e {0}", ".sh", "{script}")
