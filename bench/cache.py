@@ -2,8 +2,9 @@
 
 Runs both side by side on 127.0.0.1 and prints MB/s and ratios for:
 
-* a 1 GiB upload, chunked like the real client (32 MiB parts, 4 in flight), and its
-  download; a plain file copy of the same bytes is the physical limit;
+* a 1 GiB upload, chunked like the real client (32 MiB parts, 4 in flight, each sent
+  with chunked transfer encoding), and its download; a plain file copy of the same bytes
+  is the physical limit;
 * 10 KB entries saved and restored per second, on an empty store and again after the
   store has grown by a few thousand entries;
 * this server's peak RSS during the 1 GiB transfers.
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import httpx
 import trio
 
 CHUNK = 32 * 1024 * 1024
+PIECE = 1024 * 1024
 PARALLEL = 4
 VERSION = "bench-" + "0" * 58
 SECRET = "bench-shared-secret"
@@ -133,12 +135,24 @@ async def _run(
 
 
 def client(target: Target) -> httpx.AsyncClient:
+    """Requests as ``@actions/cache`` makes them: every job step is a new process and its
+    HTTP client does not keep connections alive, so each request opens a connection
+    (lookups say ``Connection: close``)."""
     return httpx.AsyncClient(
         base_url=target.url,
-        headers={"Authorization": f"Bearer {TOKEN}"},
+        headers={"Authorization": f"Bearer {TOKEN}", "Connection": "close"},
         timeout=httpx.Timeout(300),
-        limits=httpx.Limits(max_connections=16),
+        limits=httpx.Limits(max_connections=16, max_keepalive_connections=0),
     )
+
+
+async def file_pieces(fd: int, offset: int, length: int) -> AsyncIterator[bytes]:
+    """A part's bytes as a chunked request body, the way the toolkit streams them."""
+    end = offset + length
+    while offset < end:
+        piece = await trio.to_thread.run_sync(os.pread, fd, min(PIECE, end - offset), offset)
+        offset += len(piece)
+        yield piece
 
 
 async def reserve(c: httpx.AsyncClient, key: str, size: int) -> int:
@@ -158,10 +172,9 @@ async def upload(c: httpx.AsyncClient, key: str, source: Path, size: int) -> Non
         async def worker() -> None:
             for offset in offsets:
                 length = min(CHUNK, size - offset)
-                data = await trio.to_thread.run_sync(os.pread, fd, length, offset)
                 r = await c.patch(
                     f"_apis/artifactcache/caches/{cache_id}",
-                    content=data,
+                    content=file_pieces(fd, offset, length),
                     headers={
                         "Content-Type": "application/octet-stream",
                         "Content-Range": f"bytes {offset}-{offset + length - 1}/*",
@@ -196,9 +209,13 @@ async def download(c: httpx.AsyncClient, key: str) -> int:
 
 
 async def small_round(c: httpx.AsyncClient, prefix: str, count: int) -> float:
-    """Entries per second for ``count`` save + restore cycles of 10 KB, 4 in parallel."""
+    """Entries per second for ``count`` save + restore cycles of 10 KB, 4 in parallel.
+    The part goes up chunked, as the v1 toolkit sends it (spec 13.2)."""
     payload = os.urandom(10_000)
     keys = iter(range(count))
+
+    async def body() -> AsyncIterator[bytes]:
+        yield payload
 
     async def worker() -> None:
         for index in keys:
@@ -206,8 +223,11 @@ async def small_round(c: httpx.AsyncClient, prefix: str, count: int) -> float:
             cache_id = await reserve(c, key, len(payload))
             r = await c.patch(
                 f"_apis/artifactcache/caches/{cache_id}",
-                content=payload,
-                headers={"Content-Range": f"bytes 0-{len(payload) - 1}/*"},
+                content=body(),
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"bytes 0-{len(payload) - 1}/*",
+                },
             )
             r.raise_for_status()
             (

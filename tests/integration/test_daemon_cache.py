@@ -20,6 +20,8 @@ PROBE = (
     'python3 -c "import os,urllib.request as u,urllib.error as e\n'
     "url=os.environ['ACTIONS_CACHE_URL']\n"
     "print('cache-url=' + url)\n"
+    "print('results-url=' + os.environ['ACTIONS_RESULTS_URL'])\n"
+    "print('v2=' + os.environ.get('ACTIONS_CACHE_SERVICE_V2', ''))\n"
     "r=u.Request(url+'_apis/artifactcache/cache?keys=k&version=v',"
     "headers={'Authorization':'Bearer '+os.environ['ACTIONS_RUNTIME_TOKEN']})\n"
     "try:\n  print('inside=%d' % u.urlopen(r).status)\n"
@@ -95,5 +97,9 @@ async def test_job_token_revoked_when_the_task_ends(
             assert await lookup_status(url, token) == 401
             runner.signal(signal.SIGTERM)
         assert await runner.wait() == 0
-    assert "inside=204" in gitea.task(task_id).contents
+    rows = gitea.task(task_id).contents
+    assert "inside=204" in rows
+    # The cache fronts Gitea's results service, so both v1 and v2 clients reach it.
+    assert f"results-url={url.rstrip('/')}" in rows or f"results-url={url}" in rows
+    assert "v2=true" in rows
     assert token not in "\n".join(gitea.task(task_id).contents)

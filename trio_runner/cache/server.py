@@ -21,9 +21,10 @@ from functools import partial
 from typing import Protocol, cast
 
 import httpx
+import msgspec
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.trio import serve, tcp_server
 from hypercorn.typing import ASGIFramework
 
 from trio_runner.cache.app import create_app
@@ -36,6 +37,12 @@ from trio_runner.errors import ConfigError, RunnerError
 log = logging.getLogger(__name__)
 
 REMOTE_TIMEOUT = 5.0
+#: Bytes hypercorn asks of a socket per read (its default is 64 KiB). Upload bodies arrive
+#: in pieces of up to this size, so a 32 MiB part is 32 trips through the protocol stack
+#: and the body loop instead of 512. hypercorn reads the value at each call, and it only
+#: caps a read: short requests still read what is there.
+SOCKET_READ_SIZE = 1024 * 1024
+APP_QUEUE_SIZE = 4
 Warn = Callable[[str], None]
 
 
@@ -48,9 +55,20 @@ class JobCache(Protocol):
         ...
 
     def job_token(
-        self, token: str, repository: str, *, warn: Warn | None = None
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        """Accept ``token`` as ``repository`` while the context is open."""
+        self,
+        token: str,
+        repository: str,
+        *,
+        results: str = "",
+        insecure_tls: bool = False,
+        warn: Warn | None = None,
+    ) -> contextlib.AbstractAsyncContextManager[str]:
+        """Accept ``token`` as ``repository`` while the context is open.
+
+        ``results`` is the Gitea origin the job's artifact calls go to (``insecure_tls``:
+        without TLS verification). The context yields the job's ``ACTIONS_RESULTS_URL``
+        when the server forwards those calls (spec 12.6), else an empty string.
+        """
         ...
 
 
@@ -63,17 +81,27 @@ class CacheService:
 
     @contextlib.asynccontextmanager
     async def job_token(
-        self, token: str, repository: str, *, warn: Warn | None = None
-    ) -> AsyncIterator[None]:
-        """Register ``token`` (reference counted) for the body of the ``async with``.
+        self,
+        token: str,
+        repository: str,
+        *,
+        results: str = "",
+        insecure_tls: bool = False,
+        warn: Warn | None = None,
+    ) -> AsyncIterator[str]:
+        """Register ``token`` (reference counted) for the body of the ``async with``; yields
+        :attr:`url` when the job's artifact calls are forwarded to ``results``.
 
         In-process registration cannot fail, so ``warn`` is never called; it is accepted
         so callers treat embedded and remote caches alike. Revocation is synchronous, so
         cancellation cannot skip it.
         """
-        self.state.registry.register(token, Credential(repository))
+        if not token:
+            yield ""
+            return
+        self.state.registry.register(token, Credential(repository, results, insecure_tls))
         try:
-            yield
+            yield self.url if results else ""
         finally:
             self.state.registry.revoke(token)
 
@@ -123,16 +151,20 @@ async def run_cache_server(
     the :class:`CacheService` once the socket is bound and the store is open."""
     if settings.host == "0.0.0.0":
         raise ConfigError("cache.host 0.0.0.0 is not an address jobs can reach; leave it empty")
+    tcp_server.MAX_RECV = max(tcp_server.MAX_RECV, SOCKET_READ_SIZE)
     host = settings.host or await trio.to_thread.run_sync(outbound_ip)
     key = await trio.to_thread.run_sync(load_signing_key, settings.dir)
     store = Store(settings.dir, settings.policy)
     await store.open()
+    state = CacheState(store, TokenRegistry(), UrlSigner(key), settings.shared_secret)
     try:
-        state = CacheState(store, TokenRegistry(), UrlSigner(key), settings.shared_secret)
         config = Config()
         config.bind = [f"{_url_host(settings.bind_host)}:{settings.port}"]
         config.accesslog = None
         config.errorlog = log
+        # Body pieces hypercorn queues per request before back-pressure: with reads of
+        # SOCKET_READ_SIZE this bounds a streaming upload to a few MiB of memory.
+        config.max_app_queue_size = APP_QUEUE_SIZE
         async with trio.open_nursery() as nursery:
             # hypercorn types the ASGI callable with its own TypedDicts; ours takes mappings.
             app = cast(ASGIFramework, create_app(state))
@@ -143,6 +175,7 @@ async def run_cache_server(
             task_status.started(CacheService(state.base_url + "/", state))
     finally:
         with trio.CancelScope(shield=True):
+            await state.forwarder.aclose()
             await store.close()
 
 
@@ -173,7 +206,10 @@ class RemoteCache:
     def url(self) -> str:
         return self._base + "/"
 
-    async def _call(self, operation: str, body: dict[str, object], warn: Warn | None) -> bool:
+    async def _call(
+        self, operation: str, body: dict[str, object], warn: Warn | None
+    ) -> httpx.Response | None:
+        """The server's 2xx answer, or None after warning that the call failed."""
         try:
             async with httpx.AsyncClient(timeout=REMOTE_TIMEOUT) as client:
                 response = await client.post(
@@ -185,7 +221,7 @@ class RemoteCache:
             problem = f"{type(exc).__name__}"
         else:
             if response.is_success:
-                return True
+                return response
             problem = f"HTTP {response.status_code}"
         message = (
             f"cache server {self._base}: {operation} of the job token failed ({problem});"
@@ -194,28 +230,51 @@ class RemoteCache:
         log.warning("%s", message)
         if warn is not None:
             warn(message)
-        return False
+        return None
 
     @contextlib.asynccontextmanager
     async def job_token(
-        self, token: str, repository: str, *, warn: Warn | None = None
-    ) -> AsyncIterator[None]:
+        self,
+        token: str,
+        repository: str,
+        *,
+        results: str = "",
+        insecure_tls: bool = False,
+        warn: Warn | None = None,
+    ) -> AsyncIterator[str]:
         """Register remotely before the body and revoke after it (shielded, bounded).
-        A failure goes to ``warn`` (the job log) and the daemon log; the job goes on."""
+        A failure goes to ``warn`` (the job log) and the daemon log; the job goes on.
+
+        Yields :attr:`url` when the server says it forwards the job's artifact calls (a
+        non-empty ``results_url``; the job still reaches it at the configured address,
+        spec 5.6), else an empty string.
+        """
         if not token:
-            yield
+            yield ""
             return
         registration = {
             "token": token,
             "repo": repository,
-            "results": "",
-            "insecure_tls": False,
+            "results": results,
+            "insecure_tls": insecure_tls,
             "public_url": self._base,
         }
-        registered = await self._call("register", registration, warn)
+        answer = await self._call("register", registration, warn)
         try:
-            yield
+            yield self.url if answer is not None and _forwards(answer) else ""
         finally:
-            if registered:
+            if answer is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(REMOTE_TIMEOUT + 1):
                     await self._call("revoke", {"token": token}, warn)
+
+
+class _RegisterAnswer(msgspec.Struct):
+    results_url: str = ""
+
+
+def _forwards(answer: httpx.Response) -> bool:
+    """An unparsable or empty answer means "no forwarding" (spec 5.6)."""
+    try:
+        return bool(msgspec.json.decode(answer.content, type=_RegisterAnswer).results_url)
+    except msgspec.MsgspecError:
+        return False

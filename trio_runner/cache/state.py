@@ -1,10 +1,12 @@
-"""What every route of one cache server shares: the store, the registry, the signer."""
+"""What every route of one cache server shares: the store, the registry, the signer and
+the artifact forwarder."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trio_runner.cache.auth import Credential, TokenRegistry, UrlSigner
+from trio_runner.cache.forward import Forwarder
 from trio_runner.cache.store import Store
 
 MAX_ID = 2**63 - 1
@@ -19,6 +21,8 @@ class CacheState:
     shared_secret: str = ""
     #: ``http://<host>:<port>`` without a trailing slash, known once the socket is bound
     base_url: str = ""
+    #: forwards the artifact half of the results service (spec 12.6)
+    forwarder: Forwarder = field(default_factory=Forwarder)
 
     def base_for(self, credential: Credential) -> str:
         """The origin this job reaches the server at (spec 2, ``public_url``)."""

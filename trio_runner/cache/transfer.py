@@ -4,7 +4,8 @@ PATCH ``/caches/{id}`` (v1 parts), PUT ``/blobs/{id}`` (v2 Azure-style uploads) 
 GET/HEAD ``/artifacts/{id}`` (downloads) move archives. Quart would buffer request bodies
 without bound and cut responses at its response timeout (spec 14, item 6), so these
 routes read ``receive`` and write ``send`` directly: hypercorn's bounded queue then slows
-the client down to the disk's pace, and only about 1 MiB per request is in memory.
+the client down to the disk's pace: a request holds at most a few MiB (hypercorn's bounded
+queue of socket reads plus one 1 MiB write batch).
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ import os
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
-from urllib.parse import parse_qsl
+from collections.abc import Awaitable, Callable
 
-import msgspec
 import trio
 
+from trio_runner.cache.asgi import (
+    ClientGone,
+    HttpError,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    send_json,
+    send_response,
+)
 from trio_runner.cache.auth import (
     DOWNLOAD_PURPOSE,
     UPLOAD_PURPOSE,
@@ -30,84 +38,12 @@ from trio_runner.cache.auth import (
 from trio_runner.cache.state import CacheState, parse_id
 from trio_runner.cache.store import MAX_BLOCKS, READ_CHUNK, StoreError
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 PREFIX = "/_apis/artifactcache/"
 MAX_BLOCK_ID = 1024
 MAX_BLOCK_LIST = 8 * 1024 * 1024
-JSON_TYPE = b"application/json; charset=utf-8"
 
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+|\*)")
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
-
-
-class HttpError(Exception):
-    """A refusal rendered as the v1 JSON error body."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class ClientGone(Exception):
-    """The client disconnected while its body was being read."""
-
-
-class Request:
-    """The parts of an ASGI HTTP scope these routes look at."""
-
-    def __init__(self, scope: Scope, receive: Receive) -> None:
-        self.method: str = scope["method"]
-        self.path: str = scope["path"]
-        self.query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        self.headers = {
-            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
-        }
-        self._receive = receive
-
-    def arg(self, name: str) -> str | None:
-        return next((v for k, v in self.query if k == name), None)
-
-    async def body(self) -> AsyncIterator[bytes]:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk: bytes = message.get("body", b"")
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
-
-    async def read_at_most(self, limit: int) -> bytes:
-        data = bytearray()
-        async for chunk in self.body():
-            data += chunk
-            if len(data) > limit:
-                raise HttpError(413, "request body too large")
-        return bytes(data)
-
-
-async def send_response(
-    send: Send,
-    status: int,
-    body: bytes = b"",
-    headers: Iterable[tuple[bytes, bytes]] = (),
-    *,
-    more: bool = False,
-) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
-    await send({"type": "http.response.body", "body": body, "more_body": more})
-
-
-async def send_json(send: Send, status: int, obj: object) -> None:
-    body = msgspec.json.encode(obj)
-    headers = [(b"content-type", JSON_TYPE), (b"content-length", str(len(body)).encode())]
-    await send_response(send, status, body, headers)
 
 
 def route(scope: Scope) -> Callable[[CacheState, Request, Send], Awaitable[None]] | None:
@@ -197,7 +133,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 async def _upload_part(state: CacheState, request: Request, send: Send) -> None:
     credential = _credential(state, request)
-    entry = await state.store.reservation(_entry_id(request), credential.repo)
+    entry = await state.store.reservation(_entry_id(request), credential.repo, touch=True)
     first, last, total = parse_content_range(request.headers.get("content-range"))
     await state.store.write_part(entry, first, last, total, request.body())
     await send_json(send, 200, {})
@@ -246,7 +182,7 @@ async def _put_blob(state: CacheState, request: Request, send: Send) -> None:
         raise HttpError(405, f"method {request.method} not allowed")
     entry_id = _entry_id(request)
     _verify(state, request, UPLOAD_PURPOSE, entry_id)
-    entry = await state.store.reservation(entry_id, None)
+    entry = await state.store.reservation(entry_id, None, touch=True)
     comp = (request.arg("comp") or "").lower()
     if not comp:
         await state.store.put_blob(entry, request.body())

@@ -46,11 +46,22 @@ HARD_LIMIT_GRACE = 2 * CLEANUP_BUDGET + 60.0
 
 
 class JobToken(Protocol):
-    """Registers a job's runtime token with the cache while the context is open."""
+    """Registers a job's runtime token with the cache while the context is open.
+
+    ``results`` is the Gitea address the cache forwards the job's artifact calls to
+    (``insecure_tls``: without TLS verification). The context yields the job's
+    ``ACTIONS_RESULTS_URL`` when the cache fronts the results service, else "".
+    """
 
     def __call__(
-        self, token: str, repository: str, *, warn: Callable[[str], None] | None = None
-    ) -> AbstractAsyncContextManager[None]: ...
+        self,
+        token: str,
+        repository: str,
+        *,
+        results: str = "",
+        insecure_tls: bool = False,
+        warn: Callable[[str], None] | None = None,
+    ) -> AbstractAsyncContextManager[str]: ...
 
 
 @dataclass
@@ -100,9 +111,18 @@ class RunningTask:
 
 
 def job_environment_variables(
-    env: TaskEnvironment, context: dict[str, Any], secrets: dict[str, str]
+    env: TaskEnvironment,
+    context: dict[str, Any],
+    secrets: dict[str, str],
+    *,
+    results_url: str = "",
 ) -> tuple[dict[str, str], list[str]]:
-    """Layer 3 of the job env (runner-provided) and the tokens to mask (spec 4.4)."""
+    """Layer 3 of the job env (runner-provided) and the tokens to mask (spec 4.4).
+
+    ``results_url`` is what the job's cache registration yielded: the cache server's
+    address when it fronts the results service (cache spec 12.3, 12.6), then also the
+    one v2 is offered at; empty keeps the Gitea address.
+    """
     cfg = env.config.runner
     instance = env.address.rstrip("/")
     token = secrets.get("GITEA_TOKEN") or secrets.get("GITHUB_TOKEN") or context.get("token", "")
@@ -113,7 +133,7 @@ def job_environment_variables(
             "GITEA_ACTIONS": "true",
             "GITEA_ACTIONS_RUNNER_VERSION": __version__,
             "ACTIONS_RUNTIME_URL": f"{instance}/api/actions_pipeline/",
-            "ACTIONS_RESULTS_URL": instance,
+            "ACTIONS_RESULTS_URL": results_url or instance,
             "ACTIONS_RUNTIME_TOKEN": runtime_token,
         }
     )
@@ -123,7 +143,8 @@ def job_environment_variables(
         variables["GITEA_ACTIONS_CAPABILITIES"] = env.capabilities
     if env.cache_url:
         variables["ACTIONS_CACHE_URL"] = env.cache_url
-        if env.cache_v2:
+        # Never "false": the toolkit reads any non-empty value as true.
+        if env.cache_v2 and results_url:
             variables["ACTIONS_CACHE_SERVICE_V2"] = "true"
     masks = [runtime_token, str(token or "")]
     oidc_url = context.get("actions_id_token_request_url")
@@ -211,7 +232,15 @@ async def run_task(task: Task, env: TaskEnvironment, running: RunningTask) -> Co
         run = JobRun(request, reporter, running.control)
         try:
             token = variables["ACTIONS_RUNTIME_TOKEN"]
-            async with _job_token(env, context, token, request.setup_warnings.append):
+            async with _job_token(
+                env, context, token, request.setup_warnings.append
+            ) as results_url:
+                if results_url:
+                    # The cache fronts Gitea's results service for this job (cache spec 12.6).
+                    fronted, _masks = job_environment_variables(
+                        env, context, task.secrets, results_url=results_url
+                    )
+                    request.runner_env.update(fronted)
                 # The executor enforces runner.timeout itself (always() steps and posts
                 # still run); this bound only catches a job that overruns even that.
                 hard_limit = env.config.runner.timeout + HARD_LIMIT_GRACE
@@ -265,12 +294,20 @@ def _describe_error(exc: BaseException, run: JobRun) -> str:
 @asynccontextmanager
 async def _job_token(
     env: TaskEnvironment, context: dict[str, Any], token: str, warn: Callable[[str], None]
-) -> AsyncIterator[None]:
+) -> AsyncIterator[str]:
+    """The job's cache credential; yields its ``ACTIONS_RESULTS_URL`` when the cache
+    forwards its artifact calls to this runner's Gitea, else ""."""
     if env.job_token is None or not token:
-        yield
+        yield ""
         return
-    async with env.job_token(token, str(context.get("repository", "")), warn=warn):
-        yield
+    async with env.job_token(
+        token,
+        str(context.get("repository", "")),
+        results=env.address.rstrip("/"),
+        insecure_tls=env.config.runner.insecure,
+        warn=warn,
+    ) as results_url:
+        yield results_url
 
 
 def _open_environment(env: TaskEnvironment, task: Task, run: JobRun) -> OpenEnvironment:

@@ -1,0 +1,90 @@
+"""Plain ASGI plumbing shared by the routes that bypass Quart: the request view, body
+streaming and JSON responses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+import werkzeug.urls  # noqa: F401  (registers the "werkzeug.url_quote" codec error handler)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_TYPE = b"application/json; charset=utf-8"
+
+
+class HttpError(Exception):
+    """A refusal rendered as the v1 JSON error body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ClientGone(Exception):
+    """The client disconnected while its body was being read."""
+
+
+class Request:
+    """The parts of an ASGI HTTP scope these routes look at."""
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        # Decoded as werkzeug decodes ``request.args``: invalid bytes stay percent-encoded.
+        self.query = parse_qsl(
+            scope["query_string"].decode(errors="replace"),
+            keep_blank_values=True,
+            errors="werkzeug.url_quote",
+        )
+        self.headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+        }
+        self._receive = receive
+
+    def arg(self, name: str) -> str | None:
+        return next((v for k, v in self.query if k == name), None)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def read_at_most(self, limit: int) -> bytes:
+        data = bytearray()
+        async for chunk in self.body():
+            data += chunk
+            if len(data) > limit:
+                raise HttpError(413, "request body too large")
+        return bytes(data)
+
+
+async def send_response(
+    send: Send,
+    status: int,
+    body: bytes = b"",
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    *,
+    more: bool = False,
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+    await send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+async def send_json(send: Send, status: int, obj: object, *, head: bool = False) -> None:
+    """``obj`` as a JSON response; ``head``: the headers of one, without the body."""
+    body = msgspec.json.encode(obj)
+    headers = [(b"content-type", JSON_TYPE), (b"content-length", str(len(body)).encode())]
+    await send_response(send, status, b"" if head else body, headers)
