@@ -370,7 +370,11 @@ def main(args: argparse.Namespace) -> int:
         return 0
     workdir_parent = args.workdir_parent or plan.config.host.workdir_parent
 
-    from trio_runner.exec_run import ExecRun
+    from trio_runner.cli import loading_modules
+
+    # Trio and the executor load only when jobs run; --list and --dryrun do without.
+    with loading_modules():
+        from trio_runner.exec_run import ExecRun
 
     run = ExecRun(plan, _output(args.json), workdir_parent, platform)
     return run.start()

@@ -5,6 +5,9 @@ and other encodings). A row is masked by finding every occurrence of every form,
 merging overlapping or touching ranges and replacing each merged range by ``***``.
 All forms are searched with one compiled alternation, longest form first, so that at
 any start position the longest form wins; rebuilding happens only when forms change.
+A block of many lines is masked with one search over the whole block whenever that
+gives the same rows as masking line by line (no form holds a LF), which keeps
+the per-line cost of a busy log in C.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ ROW_LIMIT_BYTES = 64 * 1024
 
 _HTML_JSON = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 _SPLIT_LINES = re.compile(r"[\r\n]")
+# No string of this many characters or fewer can exceed ROW_LIMIT_BYTES in UTF-8.
+_SAFE_ROW_CHARS = ROW_LIMIT_BYTES // 4
 
 
 def escape_command_data(text: str) -> str:
@@ -63,6 +68,7 @@ class Masker:
         self._forms: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
         self._stale = False
+        self._multiline = False
 
     def add(self, value: str) -> None:
         """Register a secret; rows masked from now on hide all of its forms."""
@@ -70,6 +76,7 @@ class Masker:
         if new:
             self._forms |= new
             self._stale = True
+            self._multiline |= any("\n" in form for form in new)
 
     def __bool__(self) -> bool:
         return bool(self._forms)
@@ -112,6 +119,13 @@ class Masker:
         pieces.append(text[done:])
         return "".join(pieces)
 
+    def mask_lines(self, text: str) -> str:
+        """``text`` of LF-separated lines with each line masked as by :meth:`mask`."""
+        if self._multiline:
+            # A form spanning lines could match across a LF in the block.
+            return "\n".join(map(self.mask, text.split("\n")))
+        return self.mask(text)
+
 
 def decode_output(raw: bytes) -> str:
     """Text of raw process output for masking; invalid bytes survive as lone surrogates.
@@ -140,4 +154,33 @@ def row_safe(line: str) -> str:
 
 def split_rows(text: str) -> list[str]:
     """A multi-line runner message as rows: split at LF, a trailing CR dropped, repaired."""
-    return [row_safe(line.removesuffix("\r")) for line in text.split("\n")]
+    return safe_rows(drop_line_end_cr(text))
+
+
+def drop_line_end_cr(text: str) -> str:
+    """LF-separated ``text`` without the one CR that may end each line."""
+    if "\r" not in text:
+        return text
+    text = text.replace("\r\n", "\n")
+    return text[:-1] if text.endswith("\r") else text
+
+
+def safe_rows(text: str) -> list[str]:
+    """The lines of LF-separated ``text``, each made fit for a row as by :func:`row_safe`.
+
+    The common block (short lines, no invalid bytes) is only split: the checks run over
+    the whole block in C rather than line by line.
+    """
+    rows = text.split("\n")
+    long = len(text) > _SAFE_ROW_CHARS and max(map(len, rows)) > _SAFE_ROW_CHARS
+    if long or not (text.isascii() or _is_valid_unicode(text)):
+        return list(map(row_safe, rows))
+    return rows
+
+
+def _is_valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: invalid bytes of the output
+        return False
+    return True

@@ -1,5 +1,8 @@
 """The unacknowledged tail of one task's log: compact storage, batches, acks, back-pressure.
 
+Back-pressure bounds both the rows and their estimated bytes, so the memory a task's
+log holds does not depend on how long its lines are.
+
 Rows are kept as the chunks the executor handed over (one timestamp and a tuple of
 lines per chunk), so buffering a row costs a slot in a tuple and nothing else; LogRow
 Structs are built only for the rows of a request. Rows leave the buffer only when the
@@ -55,9 +58,10 @@ class LogBuffer:
     step sections stay right, but no longer stored.
     """
 
-    def __init__(self, max_rows: int, max_request_bytes: int) -> None:
+    def __init__(self, max_rows: int, max_request_bytes: int, max_bytes: int) -> None:
         self.max_rows = max_rows
         self.max_request_bytes = max_request_bytes
+        self.max_bytes = max_bytes
         self.appended = 0
         self.offset = 0
         self.in_flight = 0
@@ -66,6 +70,7 @@ class LogBuffer:
         self._chunks: deque[_Chunk] = deque()
         self._head_skip = 0
         self._buffered = 0
+        self._held_bytes = 0
         self._space = trio.Event()
 
     @property
@@ -83,9 +88,17 @@ class LogBuffer:
         """Rows were sent whose fate is unknown (their answer never came)."""
         return self._sent_upto > self.offset
 
+    @property
+    def held_bytes(self) -> int:
+        """Estimated JSON bytes of the rows held."""
+        return self._held_bytes
+
+    def _full(self) -> bool:
+        return self._buffered >= self.max_rows or self._held_bytes >= self.max_bytes
+
     async def wait_for_space(self) -> None:
-        """Block while ``max_rows`` or more rows are held (and the buffer is open)."""
-        while self.is_open and self._buffered >= self.max_rows:
+        """Block while ``max_rows`` rows or ``max_bytes`` are held (and the buffer is open)."""
+        while self.is_open and self._full():
             if self._space.is_set():
                 self._space = trio.Event()
             await self._space.wait()
@@ -100,8 +113,10 @@ class LogBuffer:
         if chars > _SAFE_ROW_CHARS and max(map(len, lines)) > _SAFE_ROW_CHARS:
             lines = tuple(map(cut_row, lines))
             chars = sum(map(len, lines))
-        self._chunks.append((time, lines, chars + ROW_OVERHEAD * len(lines)))
+        size = chars + ROW_OVERHEAD * len(lines)
+        self._chunks.append((time, lines, size))
         self._buffered += len(lines)
+        self._held_bytes += size
 
     def take(self) -> list[LogRow]:
         """The rows from ``offset`` on, at most about ``max_request_bytes``, now in flight.
@@ -155,15 +170,26 @@ class LogBuffer:
         self._chunks.clear()
         self._head_skip = 0
         self._buffered = 0
+        self._held_bytes = 0
         self.in_flight = 0
         self._space.set()
 
     def _drop(self, count: int) -> None:
         self.offset += count
         self._buffered -= count
-        count += self._head_skip
-        while self._chunks and count >= len(self._chunks[0][1]):
-            count -= len(self._chunks.popleft()[1])
-        self._head_skip = count
-        if self._buffered < self.max_rows:
+        skip = self._head_skip
+        while count and self._chunks:
+            _time, lines, size = self._chunks[0]
+            left = len(lines) - skip
+            if count < left:
+                self._held_bytes -= _estimate(lines[skip : skip + count])
+                skip += count
+                break
+            # What is left of a chunk is its size minus the parts dropped before.
+            self._held_bytes -= _estimate(lines[skip:]) if skip else size
+            self._chunks.popleft()
+            count -= left
+            skip = 0
+        self._head_skip = skip
+        if not self._full():
             self._space.set()

@@ -85,8 +85,10 @@ class ReportClient(Protocol):
 class ReporterSettings:
     """Reporting knobs; the first five are the runner config keys of the same names.
 
-    ``max_buffered_rows`` bounds the unacknowledged rows held (``rows`` blocks beyond
-    it); ``max_request_bytes`` bounds one UpdateLog request (estimated JSON size).
+    ``max_buffered_rows`` and ``max_buffered_bytes`` bound the unacknowledged rows held
+    and their estimated JSON size (``rows`` blocks beyond either), so that a task's log
+    takes bounded memory however long its lines are; ``max_request_bytes`` bounds one
+    UpdateLog request (estimated JSON size).
     """
 
     log_report_interval: float = 5.0
@@ -95,6 +97,7 @@ class ReporterSettings:
     state_report_interval: float = 5.0
     report_close_timeout: float = 10.0
     max_buffered_rows: int = 50_000
+    max_buffered_bytes: int = 16 * 1024 * 1024
     max_request_bytes: int = 4 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -177,7 +180,9 @@ class Reporter:
         self._settings = settings
         self._on_server_result = on_server_result
         self._on_unregistered = on_unregistered
-        self._buffer = LogBuffer(settings.max_buffered_rows, settings.max_request_bytes)
+        self._buffer = LogBuffer(
+            settings.max_buffered_rows, settings.max_request_bytes, settings.max_buffered_bytes
+        )
         self._steps = [_Step() for _ in range(step_count)]
         self._started_at: datetime | None = None
         self._stopped_at: datetime | None = None
@@ -241,7 +246,7 @@ class Reporter:
     # JobSink.
 
     async def rows(self, contents: Sequence[str], time: datetime) -> None:
-        """Buffer one row per line; blocks while ``max_buffered_rows`` are unacknowledged.
+        """Buffer one row per line; blocks while the unacknowledged rows are at a bound.
 
         Does not checkpoint unless it blocks, so that a fast producer pays almost
         nothing per call.
