@@ -1,13 +1,14 @@
 """Container overhead benchmark: a one-step job in a container against the same job on
 the host, and against nektos/act's docker mode.
 
-Each variant runs the same one-step ``echo`` workflow through its command line N times;
-the median wall time of a whole run (process start to exit, set-up and teardown
-included) is printed side by side with the difference to the host run. act runs only
-when it can do without a registry (``-P ubuntu-latest=<image> --pull=false``); otherwise
-the reason is printed. Usage (needs an engine: ``eval "$(scripts/container-engine.sh)"``)::
+Each variant runs the same one-step ``echo`` workflow through its command line N times,
+the variants taking turns so that a slow moment of the machine hits all of them; the
+median wall time of a whole run (process start to exit, set-up and teardown included) is
+printed side by side with the difference to the host run. act runs only when it can do
+without a registry (``-P ubuntu-latest=<image> --pull=false``); otherwise the reason is
+printed. Usage (needs an engine: ``eval "$(scripts/container-engine.sh)"``)::
 
-    .venv/bin/python bench/container_overhead.py [--runs 10] [--image IMAGE]
+    .venv/bin/python bench/container_overhead.py [--runs 10] [--image IMAGE] [--no-act]
 """
 
 from __future__ import annotations
@@ -55,9 +56,13 @@ def timed(command: list[str], cwd: Path) -> float:
     return elapsed
 
 
-def median_of(runs: int, once: Callable[[], float]) -> float:
-    once()  # warm-up: bytecode, page cache, image layers
-    return statistics.median(once() for _ in range(runs))
+def medians(runs: int, variants: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Each variant's median over ``runs``, the variants alternating run by run."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(runs):
+        for name, once in variants.items():
+            times[name].append(once())
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def act_problem(image: str) -> str | None:
@@ -75,6 +80,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     # act's default shell is bash, which the busybox image lacks.
     parser.add_argument("--image", default="trio-runner-test/bookworm:latest")
+    parser.add_argument("--no-act", action="store_true", help="leave act's docker mode out")
     args = parser.parse_args()
     if not os.environ.get("DOCKER_HOST"):
         print('DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)"', file=sys.stderr)
@@ -84,26 +90,32 @@ def main() -> int:
         directory = checkout(root)
         runner = [sys.executable, "-m", "trio_runner", "exec", "-C", str(directory)]
         work = ["--workdir-parent", str(root / "work")]
-        results: dict[str, float] = {
-            "trio-runner exec (host)": median_of(
-                args.runs, lambda: timed([*runner, *work, "-i", "-self-hosted"], directory)
+        variants: dict[str, Callable[[], float]] = {
+            "trio-runner exec (host)": lambda: timed(
+                [*runner, *work, "-i", "-self-hosted"], directory
             ),
-            f"trio-runner exec -i {args.image}": median_of(
-                args.runs, lambda: timed([*runner, "-i", args.image], directory)
+            f"trio-runner exec -i {args.image}": lambda: timed(
+                [*runner, "-i", args.image], directory
             ),
         }
-        problem = act_problem(args.image)
+        for once in variants.values():
+            once()  # warm-up: bytecode, page cache, image layers
+        problem = "left out (--no-act)" if args.no_act else act_problem(args.image)
         act_note = ""
         if problem is None:
             act = [str(ACT), "push", "-P", f"ubuntu-latest={args.image}", "--pull=false"]
+
+            def act_once() -> float:
+                return timed([*act, "-W", ".github/workflows"], directory)
+
             try:
-                results["act (docker mode)"] = median_of(
-                    args.runs, lambda: timed([*act, "-W", ".github/workflows"], directory)
-                )
+                act_once()
+                variants["act (docker mode)"] = act_once
             except RuntimeError as exc:
                 act_note = f"act's docker mode did not run: {str(exc).splitlines()[0]}"
         else:
             act_note = f"act's docker mode skipped: {problem}"
+        results = medians(args.runs, variants)
     host = results["trio-runner exec (host)"]
     print(f"median of {args.runs} runs of a one-step job (whole command, wall time)")
     width = max(len(name) for name in results)

@@ -443,3 +443,32 @@ async def test_second_signal_cancels_at_once(gitea: FakeGitea, tmp_path: Path) -
         assert await runner.wait() == 0
     assert gitea.task(task_id).result is Result.CANCELLED
     assert_clean(gitea, task_id)
+
+
+async def test_failing_health_check_stops_fetching(gitea: FakeGitea, tmp_path: Path) -> None:
+    register_locally(gitea, tmp_path, LABELS)
+    flag = tmp_path / "healthy"
+    script = tmp_path / "check.sh"
+    script.write_text(f'#!/bin/sh\ntest -e "{flag}"\n')
+    script.chmod(0o755)
+    config = write_config(
+        tmp_path, health_check={"enabled": True, "script": str(script), "interval": "100ms"}
+    )
+    task_id = gitea.queue_task(workflow("echo healthy-again"))
+    async with start_runner(tmp_path, config, "--once") as runner:
+        await gitea.wait_until(lambda: "not taking tasks" in runner.log)
+        assert gitea.calls["FetchTask"] == 0
+        flag.touch()
+        assert await gitea.wait_task_final(task_id) is Result.SUCCESS
+        assert await runner.wait() == 0
+    assert "health check passes again" in runner.log
+
+
+async def test_low_disk_space_stops_fetching(gitea: FakeGitea, tmp_path: Path) -> None:
+    register_locally(gitea, tmp_path, LABELS)
+    config = write_config(tmp_path, health_check={"enabled": True, "min_free_disk_space_mb": 2**40})
+    async with start_runner(tmp_path, config) as runner:
+        await gitea.wait_until(lambda: "min_free_disk_space_mb" in runner.log)
+        assert gitea.calls["FetchTask"] == 0
+        runner.signal(signal.SIGTERM)
+        assert await runner.wait() == 0

@@ -20,6 +20,7 @@ import trio
 
 from trio_runner import __version__
 from trio_runner.config import Config, env_overrides, load_config
+from trio_runner.daemon.health import HealthCheck
 from trio_runner.daemon.poller import Poller, PollSettings, RunnerGone
 from trio_runner.daemon.reporter import CancelCause
 from trio_runner.daemon.task import (
@@ -168,7 +169,8 @@ class Daemon:
                 async def start(task: Task, release: Callable[[], None]) -> None:
                     await tasks.start(self._task, task, env, release)
 
-                poller = Poller(client, settings, start, self.on_poll)
+                health = HealthCheck(self.config.health_check, self.config.host.workdir_parent)
+                poller = Poller(client, settings, start, self.on_poll, healthy=health.healthy)
                 tasks.start_soon(self._signals, signals, poll_scope, tasks)
                 self.ready = True
                 with poll_scope:

@@ -81,12 +81,14 @@ class Poller:
         start_task: Callable[[Task, Callable[[], None]], Awaitable[None]],
         on_outcome: PollOutcome = lambda _outcome: None,
         rng: random.Random | None = None,
+        healthy: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.start_task = start_task
         self.on_outcome = on_outcome
         self.slots = trio.CapacityLimiter(max(1, settings.capacity))
+        self.healthy = healthy
         self.tasks_version = 0
         self.received = 0
         self._rng = rng or random.Random()
@@ -101,7 +103,9 @@ class Poller:
             await self.slots.acquire_on_behalf_of(slot)
             task = None
             try:
-                task = await self._poll_once()
+                # An unhealthy machine does not ask for work (the server is not told).
+                if self.healthy is None or await self.healthy():
+                    task = await self._poll_once()
             finally:
                 if task is None:
                     self.slots.release_on_behalf_of(slot)
