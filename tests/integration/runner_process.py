@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +74,27 @@ def register_locally(
 class RunnerProcess:
     process: trio.Process
     log_path: Path
+    _output: bytearray = field(default_factory=bytearray)
+    _grew: trio.Event = field(default_factory=trio.Event)
 
     @property
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self._output.decode(errors="replace")
+
+    async def wait_for_log(self, text: str, within: float = PROCESS_WAIT) -> None:
+        """Wait until the runner's output contains ``text``."""
+        with trio.fail_after(within):
+            while text not in self.log:
+                await self._grew.wait()
+
+    async def _collect(self, stream: trio.abc.ReceiveStream) -> None:
+        with self.log_path.open("wb") as copy:
+            async for chunk in stream:
+                copy.write(chunk)
+                copy.flush()
+                self._output += chunk
+                self._grew.set()
+                self._grew = trio.Event()
 
     def signal(self, signum: signal.Signals) -> None:
         self.process.send_signal(signum)
@@ -92,21 +109,22 @@ async def start_runner(
     directory: Path, config: Path, *extra: str, env: dict[str, str] | None = None
 ) -> AsyncIterator[RunnerProcess]:
     """``trio-runner -c config start`` in ``directory``; killed at the end if still running."""
-    log_path = directory / "runner.log"
-    with log_path.open("wb") as log_file:
-        process = await trio.lowlevel.open_process(
-            runner_command("-c", str(config), "start", *extra),
-            cwd=directory,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-    runner = RunnerProcess(process, log_path)
-    try:
-        yield runner
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGKILL)
+    process = await trio.lowlevel.open_process(
+        runner_command("-c", str(config), "start", *extra),
+        cwd=directory,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None
+    runner = RunnerProcess(process, directory / "runner.log")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner._collect, process.stdout)
+        try:
+            yield runner
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGKILL)
             with trio.move_on_after(10):
                 await process.wait()

@@ -438,7 +438,7 @@ async def test_second_signal_cancels_at_once(gitea: FakeGitea, tmp_path: Path) -
     async with start_runner(tmp_path, config) as runner:
         await gitea.wait_rows(task_id, has_row("stubborn"))
         runner.signal(signal.SIGTERM)
-        await gitea.wait_until(lambda: "received SIGTERM" in runner.log)
+        await runner.wait_for_log("received SIGTERM")
         runner.signal(signal.SIGTERM)
         assert await runner.wait() == 0
     assert gitea.task(task_id).result is Result.CANCELLED
@@ -456,7 +456,7 @@ async def test_failing_health_check_stops_fetching(gitea: FakeGitea, tmp_path: P
     )
     task_id = gitea.queue_task(workflow("echo healthy-again"))
     async with start_runner(tmp_path, config, "--once") as runner:
-        await gitea.wait_until(lambda: "not taking tasks" in runner.log)
+        await runner.wait_for_log("not taking tasks")
         assert gitea.calls["FetchTask"] == 0
         flag.touch()
         assert await gitea.wait_task_final(task_id) is Result.SUCCESS
@@ -468,7 +468,7 @@ async def test_low_disk_space_stops_fetching(gitea: FakeGitea, tmp_path: Path) -
     register_locally(gitea, tmp_path, LABELS)
     config = write_config(tmp_path, health_check={"enabled": True, "min_free_disk_space_mb": 2**40})
     async with start_runner(tmp_path, config) as runner:
-        await gitea.wait_until(lambda: "min_free_disk_space_mb" in runner.log)
+        await runner.wait_for_log("min_free_disk_space_mb")
         assert gitea.calls["FetchTask"] == 0
         runner.signal(signal.SIGTERM)
         assert await runner.wait() == 0

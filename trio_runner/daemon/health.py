@@ -29,18 +29,18 @@ class HealthCheck:
         self.workdir = workdir
         self._script_ok = True
         self._script_checked_at: float | None = None
-        self._unhealthy_reason = ""
+        self._unhealthy = False
 
     async def healthy(self) -> bool:
         if not self.config.enabled:
             return True
         reason = self._disk_problem() or await self._script_problem()
-        if reason != self._unhealthy_reason:
-            if reason:
-                log.warning("not taking tasks: %s", reason)
-            else:
-                log.info("health check passes again; taking tasks")
-            self._unhealthy_reason = reason
+        # Logged when the state flips, not on every poll.
+        if reason and not self._unhealthy:
+            log.warning("not taking tasks: %s", reason)
+        elif not reason and self._unhealthy:
+            log.info("health check passes again; taking tasks")
+        self._unhealthy = bool(reason)
         return not reason
 
     def _disk_problem(self) -> str:
