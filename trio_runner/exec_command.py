@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trio_runner import __version__
 from trio_runner.config import Config, load_config, read_env_file
 from trio_runner.errors import ConfigError
+from trio_runner.executor.runner_env import runner_variables
 from trio_runner.labels import Platform
 from trio_runner.workflow import planner
 from trio_runner.workflow.expressions import ExpressionError
@@ -170,15 +170,8 @@ def _job_env(args: argparse.Namespace, config: Config, directory: Path) -> dict[
         except OSError as exc:
             raise ConfigError(f"--env-file {env_file}: cannot read: {exc.strerror}") from None
     env.update(_assignments(args.env, "--env"))
-    env.update(
-        {
-            "ACT_EXEC": "true",
-            "GITEA_ACTIONS": "true",
-            "GITEA_ACTIONS_RUNNER_VERSION": __version__,
-        }
-    )
-    if config.runner.set_act_env:
-        env["ACT"] = "true"
+    env = runner_variables(config.runner, env)
+    env["ACT_EXEC"] = "true"
     return env
 
 

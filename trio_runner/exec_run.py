@@ -6,6 +6,11 @@ job (``JobRun``) on a single-job workflow shaped like Gitea's task payload, so a
 run behaves like the daemon. A finished job's result and outputs become the ``needs``
 of its dependants (workflow-execution 1.5).
 
+When a job of the run has a ``uses:`` step (an action may use the Actions cache, e.g.
+``setup-node`` with ``cache:``), the run serves the cache for its jobs (1.5): each job
+gets a fresh ``ACTIONS_RUNTIME_TOKEN``, accepted by the cache while the job runs. The
+server is imported only then, so a run of plain scripts does not pay for loading it.
+
 Interruption: the first SIGINT cancels every running leg through its ``JobControl``
 (steps whose condition still holds keep running, post steps run) and starts nothing
 new; the second cancels the run's scope and kills the legs' processes at once. Each
@@ -16,6 +21,7 @@ volumes) on the way out.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import signal
@@ -23,23 +29,69 @@ import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from trio_runner.backends.select import RunnerSide, TaskIdentity, environment_opener
+from trio_runner.config import Config
+from trio_runner.errors import RunnerError
 from trio_runner.exec_command import RUNNER_NAME, ExecPlan
 from trio_runner.exec_output import ExecOutput, JobSummary
-from trio_runner.executor.actions import job_settings
+from trio_runner.executor.actions import always_copied_checkout, job_settings
 from trio_runner.executor.job import JobControl, JobRequest, JobRun, Need
+from trio_runner.executor.runner_env import CacheAccess, cache_variables
 from trio_runner.labels import Platform
 from trio_runner.workflow import planner
 from trio_runner.workflow.expressions import ExpressionError, render_template
 from trio_runner.workflow.model import WorkflowError, step_display_name
 
+if TYPE_CHECKING:
+    from trio_runner.cache.server import CacheService
+    from trio_runner.cache.settings import CacheSettings
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+LOOPBACK = "127.0.0.1"
+
+
+def needs_cache(plan: ExecPlan) -> bool:
+    """Whether a job of the run may use the Actions cache: the cache is enabled and some
+    step runs an action. A checkout that is replaced by a copy of the local directory
+    runs none."""
+    if not plan.config.cache.enabled:
+        return False
+    return any(
+        step.uses is not None and (plan.no_skip_checkout or not always_copied_checkout(step))
+        for stage in plan.stages
+        for planned in stage
+        for step in planned.job.steps
+    )
+
+
+def reaches_containers(plan: ExecPlan, platform: Platform) -> bool:
+    """Whether a job of the run may run in a container (``--image``, or its own
+    ``container:``), which must then reach the cache from outside this machine's
+    loopback."""
+    if not platform.is_host:
+        return True
+    return any(planned.job.container is not None for stage in plan.stages for planned in stage)
+
+
+def cache_settings(config: Config, *, containers: bool) -> CacheSettings:
+    """The run's cache server: ``cache.dir`` and the eviction policy of the config, on a
+    free port (a daemon with the same config may hold ``cache.port``). Jobs on this
+    machine reach it on the loopback; containers the way the daemon's jobs do, at
+    ``cache.host`` or the outbound address, with the server listening everywhere."""
+    from trio_runner.cache.settings import settings_from_config
+
+    if containers:
+        settings = settings_from_config(config)
+    else:
+        settings = settings_from_config(config, bind_host=LOOPBACK)
+        settings = dataclasses.replace(settings, host=LOOPBACK)
+    return dataclasses.replace(settings, port=0)
 
 
 @dataclass
@@ -79,6 +131,7 @@ class ExecRun:
         self.interrupts = 0
         self.failed = False
         self.scope = trio.CancelScope()
+        self.cache: CacheService | None = None
 
     def start(self) -> int:
         """Run to the end and return the exit status."""
@@ -97,8 +150,25 @@ class ExecRun:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_interrupts, interrupts, nursery)
                 with self.scope:
+                    await self._start_cache(nursery)
                     await self._run_stages()
                 nursery.cancel_scope.cancel()
+
+    async def _start_cache(self, nursery: trio.Nursery) -> None:
+        """Serve the cache in ``nursery`` for the rest of the run, when a job may use it.
+        A server that cannot start costs the jobs their cache, not their run."""
+        if not needs_cache(self.plan):
+            return
+        from trio_runner.cache.server import run_cache_server
+
+        platform = self.runner.platform or Platform(None)
+        try:
+            settings = cache_settings(
+                self.plan.config, containers=reaches_containers(self.plan, platform)
+            )
+            self.cache = await nursery.start(run_cache_server, settings)
+        except (OSError, RunnerError) as exc:
+            self.output.message("exec", f"Warning: the jobs of this run get no cache: {exc}")
 
     async def _watch_interrupts(
         self, interrupts: AsyncIterator[int], nursery: trio.Nursery
@@ -210,7 +280,9 @@ class ExecRun:
                 self._record(planned, label, position, planner.RESULT_CANCELLED, 0.0)
                 return
             control = JobControl()
-            request = self._request(planned, leg, contexts)
+            # Each job's own credential; useless once the job has ended.
+            token = secrets.token_urlsafe(32)
+            request = self._request(planned, leg, contexts, token)
             run = JobRun(
                 request, self.output.job_sink(label, self._step_names(leg, contexts)), control
             )
@@ -222,7 +294,8 @@ class ExecRun:
             self.output.job_started(label, datetime.now(UTC))
             try:
                 task = TaskIdentity(0, self.plan.event)
-                outcome = await run.run(environment_opener(run, self.runner, task))
+                async with self._job_token(token):
+                    outcome = await run.run(environment_opener(run, self.runner, task))
                 result, outputs = outcome.result.value, outcome.outputs
             except Exception as exc:  # a runner bug fails this job, not the run
                 text = "".join(traceback.format_exception_only(exc)).strip()
@@ -241,10 +314,22 @@ class ExecRun:
                 if group.fail_fast:
                     group.trip()
 
+    def _job_token(self, token: str) -> contextlib.AbstractAsyncContextManager[str]:
+        """The cache accepts ``token`` for the job's lifetime, when the run has a cache."""
+        if self.cache is None:
+            return contextlib.nullcontext("")
+        return self.cache.job_token(token, str(self.plan.github.get("repository") or ""))
+
     def _request(
-        self, planned: planner.PlannedJob, leg: planner.Leg, contexts: dict[str, Any]
+        self, planned: planner.PlannedJob, leg: planner.Leg, contexts: dict[str, Any], token: str
     ) -> JobRequest:
         plan = self.plan
+        runner_env = dict(plan.job_env)
+        masks = []
+        if self.cache is not None:
+            # No Gitea behind exec, so no results service to front: the cache speaks v1.
+            runner_env.update(cache_variables(CacheAccess(self.cache.url), token))
+            masks.append(token)
         return JobRequest(
             workflow=leg.workflow,
             job_id=leg.job_id,
@@ -253,7 +338,8 @@ class ExecRun:
             vars=dict(plan.vars),
             needs=self._needs_of(planned),
             inputs=dict(contexts["inputs"]),
-            runner_env=dict(plan.job_env),
+            runner_env=runner_env,
+            masks=masks,
             runner_name=RUNNER_NAME,
             instance_url=plan.instance_url,
             timeout=plan.config.runner.timeout,

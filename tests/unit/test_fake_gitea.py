@@ -10,15 +10,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import trio
 
-from tests.fake_gitea import FakeGitea, RunnerRecord, TaskStatus, serve_fake_gitea
+from tests.fake_gitea import FakeGitea, RunnerRecord, TaskStatus, serve_fake_gitea, wire
 from trio_runner.gitea.client import RunnerClient
 from trio_runner.gitea.connect import ConnectError
 from trio_runner.gitea.messages import (
     DeclareRequest,
+    FetchTaskRequest,
     LogRow,
+    PingRequest,
     RegisterRequest,
     Result,
     StepState,
@@ -688,3 +691,63 @@ async def test_many_rows_are_stored_in_order(gitea: FakeGitea, runner: RunnerRec
     assert offset == 10000
     assert record.contents[9999] == "line 9999"
     assert record.log_calls == 20
+
+
+# -- strict decoding: the C fast path and the named-problem walk agree -------------------
+
+_ROW = {"time": "2026-03-01T10:00:00Z", "content": "x"}
+_STATE = {"id": "7", "result": "RESULT_SUCCESS", "startedAt": "2026-03-01T10:00:00+02:00"}
+DECODE_CASES: list[tuple[str, type[Any], Any]] = [
+    ("empty object", PingRequest, {}),
+    ("ping", PingRequest, {"data": "hello"}),
+    ("register", RegisterRequest, {"name": "r", "labels": ["a", "b"], "ephemeral": True}),
+    ("declare", DeclareRequest, {"version": "1", "labels": [], "capabilities": ["x"]}),
+    ("int64 as string", FetchTaskRequest, {"tasksVersion": "12"}),
+    ("int64 as number", FetchTaskRequest, {"tasksVersion": 12}),
+    ("log rows", UpdateLogRequest, {"taskId": "3", "index": 0, "rows": [_ROW], "noMore": True}),
+    ("task state", UpdateTaskRequest, {"state": {**_STATE, "steps": [{"id": 0}]}}),
+    ("outputs", UpdateTaskRequest, {"state": {"id": 1}, "outputs": {"k": "v"}}),
+    ("unknown field", PingRequest, {"data": "x", "extra": 1}),
+    ("unknown nested field", UpdateTaskRequest, {"state": {"id": 1, "name": "x"}}),
+    ("unknown field in a list", UpdateLogRequest, {"rows": [{**_ROW, "level": "info"}]}),
+    ("null", PingRequest, {"data": None}),
+    ("null message", UpdateTaskRequest, {"state": None}),
+    ("null in a list", UpdateLogRequest, {"rows": [None]}),
+    ("null map value", UpdateTaskRequest, {"state": {"id": 1}, "outputs": {"k": None}}),
+    ("null timestamp", UpdateTaskRequest, {"state": {"id": 1, "startedAt": None}}),
+    ("naive timestamp", UpdateLogRequest, {"rows": [{"time": "2026-03-01T10:00:00"}]}),
+    ("naive nested timestamp", UpdateTaskRequest, {"state": {"id": 1, "steps": [
+        {"id": 0, "stoppedAt": "2026-03-01T10:00:00"}]}}),
+    ("snake_case name", UpdateLogRequest, {"task_id": 3, "rows": []}),
+    ("snake_case nested name", UpdateTaskRequest, {"state": {"id": 1, "started_at": None}}),
+    ("required field missing", UpdateTaskRequest, {}),
+    ("wrong type", PingRequest, {"data": 5}),
+]  # fmt: skip
+
+
+def _fast_path_accepts(body: bytes, cls: type[Any]) -> bool:
+    mirror = wire._strict_mirror(cls)
+    assert mirror is not None, f"{cls.__name__} has no strict mirror"
+    try:
+        msgspec.json.decode(body, type=mirror, strict=False)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("cls", "payload"), [case[1:] for case in DECODE_CASES], ids=[case[0] for case in DECODE_CASES]
+)
+def test_fast_strict_decode_agrees_with_the_slow_path(cls: type[Any], payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    try:
+        slow: Any = wire._check_slowly(body, cls)
+    except wire.DecodeProblem as problem:
+        slow = problem
+    assert _fast_path_accepts(body, cls) is not isinstance(slow, wire.DecodeProblem)
+    if isinstance(slow, wire.DecodeProblem):
+        with pytest.raises(wire.DecodeProblem) as refused:
+            wire.decode_request(body, cls)
+        assert refused.value.violation == slow.violation
+    else:
+        assert wire.decode_request(body, cls) == slow

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 import trio
 import yaml
 
-from trio_runner import __version__
 from trio_runner.backends.select import RunnerSide, TaskIdentity, environment_opener
 from trio_runner.config import Config
 from trio_runner.daemon.reporter import CancelCause, Reporter, ReporterSettings
@@ -31,6 +30,7 @@ from trio_runner.executor.job import (
     Need,
     OpenEnvironment,
 )
+from trio_runner.executor.runner_env import CacheAccess, runner_variables
 from trio_runner.executor.sink import Conclusion
 from trio_runner.gitea.messages import Result, Task
 from trio_runner.labels import Label
@@ -124,28 +124,16 @@ def job_environment_variables(
     one v2 is offered at; empty keeps the Gitea address.
     """
     cfg = env.config.runner
-    instance = env.address.rstrip("/")
     token = secrets.get("GITEA_TOKEN") or secrets.get("GITHUB_TOKEN") or context.get("token", "")
     runtime_token = str(context.get("gitea_runtime_token") or token or "")
-    variables: dict[str, str] = dict(cfg.envs)
-    variables.update(
-        {
-            "GITEA_ACTIONS": "true",
-            "GITEA_ACTIONS_RUNNER_VERSION": __version__,
-            "ACTIONS_RUNTIME_URL": f"{instance}/api/actions_pipeline/",
-            "ACTIONS_RESULTS_URL": results_url or instance,
-            "ACTIONS_RUNTIME_TOKEN": runtime_token,
-        }
+    cache = CacheAccess(env.cache_url, results_url, env.cache_v2) if env.cache_url else None
+    variables = runner_variables(
+        cfg, cfg.envs, gitea=env.address.rstrip("/"), runtime_token=runtime_token, cache=cache
     )
     if context.get("run_id"):
         variables["GITEA_RUN_ID"] = str(context["run_id"])
     if env.capabilities:
         variables["GITEA_ACTIONS_CAPABILITIES"] = env.capabilities
-    if env.cache_url:
-        variables["ACTIONS_CACHE_URL"] = env.cache_url
-        # Never "false": the toolkit reads any non-empty value as true.
-        if env.cache_v2 and results_url:
-            variables["ACTIONS_CACHE_SERVICE_V2"] = "true"
     masks = [runtime_token, str(token or "")]
     oidc_url = context.get("actions_id_token_request_url")
     if oidc_url:
@@ -153,8 +141,6 @@ def job_environment_variables(
         variables["ACTIONS_ID_TOKEN_REQUEST_URL"] = str(oidc_url)
         variables["ACTIONS_ID_TOKEN_REQUEST_TOKEN"] = oidc_token
         masks.append(oidc_token)
-    if cfg.set_act_env:
-        variables["ACT"] = "true"
     return variables, [m for m in masks if m]
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "DockerRef",
     "LocalRef",
     "RemoteRef",
+    "always_copied_checkout",
     "checkout_files",
     "default_actions_host",
     "input_env_name",
@@ -98,6 +99,13 @@ def job_settings(config: Config, cache_dir: str = "") -> dict[str, Any]:
         "hook_job_completed": runner.hooks.job_completed
         or os.environ.get("ACTIONS_RUNNER_HOOK_JOB_COMPLETED", ""),
     }
+
+
+def always_copied_checkout(step: Step) -> bool:
+    """exec: an ``actions/checkout`` step that is replaced by a copy of the local directory
+    whatever the contexts hold, because it names no other ``repository`` or ``ref`` (1.5)."""
+    uses = (step.uses or "").lower()
+    return uses.startswith(_CHECKOUT) and not {"repository", "ref"} & step.with_.keys()
 
 
 # --- uses references (3.5) -------------------------------------------------------------
@@ -670,7 +678,7 @@ class ActionSteps:
         action = ActionEnv("", *_repository_and_ref(prepared))
         env = runner.process_env(layer, call.key, call.summary, call.scope, action)
         path = env.get("PATH") or env_.default_path
-        if not await env_.which("node", path):
+        if not await runner.which("node", path):
             await self.ctx.log.write(
                 "\n".join([error_row("Cannot find: node in PATH"), error_row(_NODE_HINT)])
             )

@@ -103,9 +103,16 @@ class StepContext:
     exported_env: dict[str, str] = field(default_factory=dict)
     #: GITHUB_PATH additions, most recent first.
     path_additions: list[str] = field(default_factory=list)
+    #: Commands found on a PATH value, by (command, PATH). Only hits are kept: a step may
+    #: install what an earlier lookup missed.
+    found_commands: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def add_paths(self, additions: list[str]) -> None:
-        self.path_additions = prepend_paths(self.path_additions, additions)
+        updated = prepend_paths(self.path_additions, additions)
+        if updated != self.path_additions:
+            # Lookups under the old PATH values will not be asked again.
+            self.found_commands.clear()
+        self.path_additions = updated
 
 
 class StepError(Exception):
@@ -224,6 +231,10 @@ class StepRunner:
         self.job_scope = Scope(steps=ctx.run.steps_ctx, status=ctx.run)
         self.actions: ActionSteps = ActionSteps(self)
         self._summaries: set[str] = set()
+        # File-command files that may not exist or may hold something, so the next
+        # phase must get a fresh empty one. A file read back empty after a phase is
+        # still in place and empty: most steps write none, so most phases write nothing.
+        self._stale_command_files: set[str] = set(FILE_COMMANDS)
 
     # -- contexts, evaluation and environment -------------------------------------------
 
@@ -307,6 +318,15 @@ class StepRunner:
 
     def summary_path(self, index: int) -> str:
         return f"{self.ctx.paths.workflow_dir}/step-summary-{index}.md"
+
+    async def which(self, command: str, path: str) -> str | None:
+        """``Environment.which``, remembered for the job while the PATH value stays."""
+        found = self.ctx.found_commands.get((command, path))
+        if found is None:
+            found = await self.ctx.env.which(command, path)
+            if found is not None:
+                self.ctx.found_commands[command, path] = found
+        return found
 
     async def ensure_summary(self, path: str) -> None:
         """Create a top-level step's summary file once; all its phases append to it."""
@@ -428,7 +448,7 @@ class StepRunner:
         await self.write_header(f"Run {title}", lines, step_env)
         timeout = await self.step_timeout(call, contexts)
         path = env.get("PATH") or ctx.env.default_path
-        if "/" not in argv[0] and not await ctx.env.which(argv[0], path):
+        if "/" not in argv[0] and not await self.which(argv[0], path):
             await ctx.log.write(error_row(f"Cannot find: {argv[0]} in PATH"))
             return PhaseResult(Conclusion.FAILURE)
 
@@ -461,7 +481,7 @@ class StepRunner:
                 # GitHub runs `container:` jobs with sh, whatever the image has (3.4).
                 return SHELLS["sh"]
             path = env.get("PATH") or self.ctx.env.default_path
-            if await self.ctx.env.which("bash", path):
+            if await self.which("bash", path):
                 return ("bash -e {0}", ".sh", "{script}")
             return SHELLS["sh"]
         if shell in SHELLS:
@@ -532,8 +552,7 @@ class StepRunner:
         ``name`` is what a step-timeout error calls the step.
         """
         ctx = self.ctx
-        for file_name in FILE_COMMANDS:
-            await ctx.env.write_file(self.file_path(file_name), b"")
+        await self._reset_command_files()
         processor = CommandProcessor(
             ctx.masker,
             debug=ctx.debug,
@@ -587,19 +606,35 @@ class StepRunner:
             result.outcome = Conclusion.FAILURE
         return result
 
+    async def _reset_command_files(self) -> None:
+        """Give the coming phase empty file-command files; from here on the phase's
+        process may write any of them."""
+        for name in FILE_COMMANDS:
+            if name in self._stale_command_files:
+                await self.ctx.env.write_file(self.file_path(name), b"")
+        self._stale_command_files.update(FILE_COMMANDS)
+
+    async def _read_command_file(self, name: str) -> bytes:
+        """What the phase wrote to one file; a file the phase removed holds nothing."""
+        try:
+            data = await self.ctx.env.read_file(self.file_path(name))
+        except FileNotFoundError:
+            return b""
+        if not data:
+            self._stale_command_files.discard(name)
+        return data
+
     async def _file_commands(self, result: PhaseResult) -> None:
         """GITHUB_ENV, GITHUB_STATE, GITHUB_OUTPUT, GITHUB_PATH, in that order (3.3)."""
         ctx = self.ctx
-        read = ctx.env.read_file
-        exported, refused = accept_env(
-            parse_key_value_file(await read(self.file_path("ENV")), "env")
-        )
+        read = self._read_command_file
+        exported, refused = accept_env(parse_key_value_file(await read("ENV"), "env"))
         if refused:
             await ctx.log.write("\n".join(refused))
         ctx.exported_env.update(exported)
-        result.state.update(parse_key_value_file(await read(self.file_path("STATE")), "state"))
-        result.outputs.update(parse_key_value_file(await read(self.file_path("OUTPUT")), "output"))
-        ctx.add_paths(parse_path_file(await read(self.file_path("PATH"))))
+        result.state.update(parse_key_value_file(await read("STATE"), "state"))
+        result.outputs.update(parse_key_value_file(await read("OUTPUT"), "output"))
+        ctx.add_paths(parse_path_file(await read("PATH")))
 
     # -- hooks and post phases ----------------------------------------------------------
 
