@@ -40,7 +40,7 @@ from trio_runner.exec_command import RUNNER_NAME, ExecPlan
 from trio_runner.exec_output import ExecOutput, JobSummary
 from trio_runner.executor.actions import always_copied_checkout, job_settings
 from trio_runner.executor.job import JobControl, JobRequest, JobRun, Need
-from trio_runner.executor.runner_env import CacheAccess, cache_variables
+from trio_runner.executor.runner_env import CacheAccess, cache_variables, proxy_passwords
 from trio_runner.labels import Platform
 from trio_runner.workflow import planner
 from trio_runner.workflow.expressions import ExpressionError, render_template
@@ -325,7 +325,7 @@ class ExecRun:
     ) -> JobRequest:
         plan = self.plan
         runner_env = dict(plan.job_env)
-        masks = []
+        masks = proxy_passwords(os.environ)
         if self.cache is not None:
             # No Gitea behind exec, so no results service to front: the cache speaks v1.
             runner_env.update(cache_variables(CacheAccess(self.cache.url), token))

@@ -9,6 +9,7 @@ a failed task with the error in its log, never a crashed daemon).
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -30,7 +31,7 @@ from trio_runner.executor.job import (
     Need,
     OpenEnvironment,
 )
-from trio_runner.executor.runner_env import CacheAccess, runner_variables
+from trio_runner.executor.runner_env import CacheAccess, proxy_passwords, runner_variables
 from trio_runner.executor.sink import Conclusion
 from trio_runner.gitea.messages import Result, Task
 from trio_runner.labels import Label
@@ -134,7 +135,7 @@ def job_environment_variables(
         variables["GITEA_RUN_ID"] = str(context["run_id"])
     if env.capabilities:
         variables["GITEA_ACTIONS_CAPABILITIES"] = env.capabilities
-    masks = [runtime_token, str(token or "")]
+    masks = [runtime_token, str(token or ""), *proxy_passwords(os.environ)]
     oidc_url = context.get("actions_id_token_request_url")
     if oidc_url:
         oidc_token = str(context.get("actions_id_token_request_token", ""))

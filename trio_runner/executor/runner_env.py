@@ -7,8 +7,10 @@ OIDC, ``ACT_EXEC``) its caller adds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from trio_runner import __version__
 from trio_runner.config import RunnerConfig
@@ -65,7 +67,62 @@ def runner_variables(
         variables.update(cache_variables(cache, runtime_token))
     if runner.set_act_env:
         variables["ACT"] = "true"
+    for name, value in proxy_variables(os.environ, cache).items():
+        # A value configured in runner.envs (either spelling) wins.
+        if name not in envs and _other_spelling(name) not in envs:
+            variables[name] = value
     return variables
 
 
-__all__ = ["CacheAccess", "cache_variables", "runner_variables"]
+_PROXY_NAMES = ("http_proxy", "https_proxy")
+
+
+def _other_spelling(name: str) -> str:
+    return name.upper() if name.islower() else name.lower()
+
+
+def proxy_variables(
+    environ: Mapping[str, str], cache: CacheAccess | None, service_ids: Iterable[str] = ()
+) -> dict[str, str]:
+    """The runner's proxy settings for jobs, both spellings (4.4); nothing without a proxy.
+
+    ``no_proxy`` keeps the runner's list and adds the loopback names, the services and
+    the cache host, which jobs must reach directly.
+    """
+    variables: dict[str, str] = {}
+    for name in _PROXY_NAMES:
+        value = environ.get(name) or environ.get(name.upper())
+        if value:
+            variables[name] = variables[name.upper()] = value
+    if not variables:
+        return {}
+    no_proxy = [
+        part.strip()
+        for part in (environ.get("no_proxy") or environ.get("NO_PROXY") or "").split(",")
+        if part.strip()
+    ]
+    extra = ["localhost", "127.0.0.1", "::1", *service_ids]
+    if cache is not None and (host := urlsplit(cache.url).hostname):
+        extra.append(host)
+    no_proxy += [name for name in extra if name not in no_proxy]
+    variables["no_proxy"] = variables["NO_PROXY"] = ",".join(no_proxy)
+    return variables
+
+
+def proxy_passwords(environ: Mapping[str, str]) -> list[str]:
+    """Passwords in the runner's proxy URLs; they are masked like secrets (spec 7)."""
+    passwords = []
+    for name in (*_PROXY_NAMES, *(n.upper() for n in _PROXY_NAMES)):
+        value = environ.get(name)
+        if value and (password := urlsplit(value).password):
+            passwords.append(password)
+    return passwords
+
+
+__all__ = [
+    "CacheAccess",
+    "cache_variables",
+    "proxy_passwords",
+    "proxy_variables",
+    "runner_variables",
+]
