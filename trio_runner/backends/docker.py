@@ -2,9 +2,12 @@
 
 :meth:`DockerEnvironment.start` sets a job environment up (spec 2.5, 2.6) and removes
 everything it created when the block exits for any reason: a shielded, time-bounded
-teardown force-removes the containers, then the volumes, then the network (2.11). Every
+teardown force-removes the containers, then the volumes and the network (2.11). Every
 object carries the runner's uuid and the task id as labels, so :func:`remove_leftovers`
 can clear what a killed runner left behind.
+
+Engine round trips are the cost of a container job, so independent calls run side by
+side and ``which`` in a root container is answered from file stats rather than an exec.
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ import secrets
 import shlex
 import shutil
 import tarfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -75,13 +86,14 @@ HEALTH_POLL_MAX = 32.0
 # and records its pid, so cancellation can signal the whole group from a second exec.
 _STEP_WRAPPER = 'echo $$ > "$1" && shift && exec "$@"'
 _SIGNAL_GROUP = 'pid=$(cat "$1" 2>/dev/null) && kill -"$2" -"$pid" 2>/dev/null'
-# Absolute path of an executable on PATH, as a script: `command -v` returns bare names
-# for shell builtins.
+# Absolute path of executable $1 on the PATH value $2, as a script: `command -v` returns
+# bare names for shell builtins. The value is an argument, not the script's own PATH, so
+# that `sh` is found even when the searched PATH lacks it.
 _WHICH = """case $1 in
 */*) [ -f "$1" ] && [ -x "$1" ] && echo "$1" && exit 0; exit 1 ;;
 esac
 IFS=:
-for dir in $PATH; do
+for dir in $2; do
   [ -f "${dir:-.}/$1" ] && [ -x "${dir:-.}/$1" ] && echo "${dir:-.}/$1" && exit 0
 done
 exit 1"""
@@ -308,7 +320,7 @@ class DockerEnvironment:
 
     async def _search_by_stat(self, command: str, path: str) -> str | None:
         """``_WHICH`` for root, answered from the engine's file stats instead of an exec
-        (one stat is a few milliseconds, an exec a hundred). Raises :class:`_Undecided`
+        (a stat takes a few milliseconds, an exec a hundred). Raises :class:`_Undecided`
         when only a shell can tell: relative candidates, or stats the engine refuses."""
         if "/" in command:
             candidates = [command]
@@ -317,26 +329,31 @@ class DockerEnvironment:
             # The shell's field splitting drops one trailing empty field.
             if directories[-1] == "":
                 directories.pop()
-            candidates = [f"{directory}/{command}" for directory in directories]
+            candidates = [f"{directory or '.'}/{command}" for directory in directories]
         if not all(candidate.startswith("/") for candidate in candidates):
             raise _Undecided
+        # One after the other: Podman serves a container's stats one at a time, and
+        # the search stops at the first hit.
         for candidate in candidates:
-            if await self._is_executable(candidate):
+            verdict = await self._is_executable(candidate)
+            if verdict is None:
+                raise _Undecided
+            if verdict:
                 return candidate
         return None
 
-    async def _is_executable(self, path: str) -> bool:
+    async def _is_executable(self, path: str) -> bool | None:
         """``[ -f path ] && [ -x path ]`` as root: a regular file (through symlinks) with
-        an execute bit."""
+        an execute bit. None when the engine cannot tell."""
         stat: PathStat | None
         try:
             stat = await self.api.archive_stat(self.container_id, path)
             if stat is not None and stat.mode & MODE_SYMLINK:
                 if not stat.link_target:
-                    raise _Undecided
+                    return None
                 stat = await self.api.archive_stat(self.container_id, stat.link_target)
         except EngineError:
-            raise _Undecided from None
+            return None
         return stat is not None and not stat.mode & MODE_TYPE and bool(stat.mode & 0o111)
 
     async def _search_in_shell(self, command: str, path: str) -> str | None:
@@ -347,8 +364,7 @@ class DockerEnvironment:
 
         code = await self.api.exec_run(
             self.container_id,
-            ["sh", "-c", _WHICH, "sh", command],
-            env={"PATH": path},
+            ["sh", "-c", _WHICH, "sh", command, path],
             output=collect,
         )
         return found.decode().strip() or None if code == 0 else None
@@ -432,12 +448,12 @@ class DockerEnvironment:
         }
         # Independent engine calls run side by side: each one is a round trip, and Podman
         # answers a few at a time.
-        async with trio.open_nursery() as nursery:
+        async with _together() as nursery:
             nursery.start_soon(
                 self._pull_images, service_options, job_options_from_job.pull or job_options.pull
             )
             nursery.start_soon(self._remove_same_names)
-        async with trio.open_nursery() as nursery:
+        async with _together() as nursery:
             if not settings.network:
                 self._created_network = True
                 nursery.start_soon(self._create_network)
@@ -457,7 +473,7 @@ class DockerEnvironment:
         self, service_options: Mapping[str, ContainerOptions], job_pull: str
     ) -> None:
         """Service images concurrently, then the job image (2.5 step 1)."""
-        async with trio.open_nursery() as nursery:
+        async with _together() as nursery:
             for service in self.job.services:
                 if service.image:
                     nursery.start_soon(
@@ -506,12 +522,12 @@ class DockerEnvironment:
         """Leftovers of an earlier run of the same job: containers first, as they hold
         the volumes and the network."""
         api = self.api
-        async with trio.open_nursery() as nursery:
+        async with _together() as nursery:
             for name in [self.job.name, *self._service_names().values()]:
                 nursery.start_soon(
                     functools.partial(api.container_remove, name, force=True, volumes=True)
                 )
-        async with trio.open_nursery() as nursery:
+        async with _together() as nursery:
             for name in self._volume_names():
                 nursery.start_soon(api.volume_remove, name)
             if not self.settings.network:
@@ -635,7 +651,7 @@ class DockerEnvironment:
         if timeout < 0:
             return
         names = self._service_names()
-        async with trio.open_nursery() as nursery:
+        async with _together() as nursery:
             for service_id in self.services:
                 nursery.start_soon(self._wait_healthy, service_id, names[service_id], timeout)
 
@@ -748,7 +764,10 @@ class DockerEnvironment:
     # --- teardown ---
 
     async def _teardown(self) -> None:
-        """Containers together, then the volumes and the network together (2.11)."""
+        """Containers together, then the volumes and the network together (2.11).
+
+        Step containers are gone by now: each step removes its own (shielded).
+        """
         api = self.api
         async with trio.open_nursery() as nursery:
             for name in self._containers:
@@ -764,6 +783,31 @@ class DockerEnvironment:
                 nursery.start_soon(_attempt, "network", self.network, removal)
         if root := self.settings.bind_workdir_root:
             await trio.to_thread.run_sync(shutil.rmtree, root, True)
+
+
+@contextlib.asynccontextmanager
+async def _together() -> AsyncIterator[trio.Nursery]:
+    """A nursery for concurrent set-up calls. A failure surfaces as itself (an
+    EngineError the job log reports), as it would from sequential calls, rather than
+    inside an ExceptionGroup; when several failed, the first, the group as its cause."""
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        failures = list(_leaves(group))
+        if not all(isinstance(failure, Exception) for failure in failures):
+            raise
+        if len(failures) == 1:
+            raise failures[0] from None
+        raise failures[0] from group
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
 class _Undecided(Exception):
