@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from trio_runner.backends import docker_api
-from trio_runner.backends.docker_api import ContainerSpec, DockerClient, EngineError
+from trio_runner.backends.docker_api import ContainerSpec, DockerClient, EngineError, HealthConfig
 
 pytestmark = [
     pytest.mark.container,
@@ -63,6 +63,31 @@ async def test_ping_and_version(engine: DockerClient) -> None:
     version = await engine.version()
     assert version.api_version
     assert engine.api_version.startswith("1.")
+    # Told from /_ping's headers, as /version's components tell it.
+    assert engine.podman == version.podman
+
+
+async def test_podman_runs_a_health_check_on_request(engine: DockerClient) -> None:
+    if not engine.podman:
+        pytest.skip("the libpod API is Podman's")
+    check = HealthConfig(test=["CMD-SHELL", "echo probed; exit 1"], retries=1)
+    spec = ContainerSpec(image=BUSYBOX, entrypoint=["/bin/sleep", "600"], healthcheck=check)
+    name = f"trio-runner-api-{secrets.token_hex(6)}"
+    await engine.container_create(name, spec)
+    try:
+        with trio.fail_after(60):
+            await engine.container_start(name)
+            assert await engine.container_healthcheck(name) == "unhealthy"
+            health = (await engine.container_inspect(name)).state.health
+            assert health is not None and health.status == "unhealthy"
+            assert health.log and health.log[-1].output.strip() == "probed"
+            await engine.container_kill(name)
+            # Stopped: no check runs.
+            await engine.container_wait(name)
+            assert await engine.container_healthcheck(name) is None
+    finally:
+        with trio.CancelScope(shield=True):
+            await engine.container_remove(name, force=True)
 
 
 async def test_exec_output_and_exit_code(engine: DockerClient, container: str) -> None:

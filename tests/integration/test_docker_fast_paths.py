@@ -2,7 +2,8 @@
 
 ``which`` in a root job container is answered from the engine's file stats instead of an
 exec; the API version comes from ``/_ping`` instead of ``/version``; a numeric container
-user needs no ``id`` exec before the workspace is handed over.
+user needs no ``id`` exec before the workspace is handed over; a run of host jobs does
+not load the container modules at all.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -89,6 +93,42 @@ async def shell_which(env: DockerEnvironment, command: str, path: str) -> str | 
     out = Collected()
     code = await env.exec(["sh", "-c", _WHICH, "sh", command, path], env={}, cwd="/", output=out)
     return out.data.decode().strip() or None if code == 0 else None
+
+
+def test_host_exec_does_not_load_the_container_modules(tmp_path: Path) -> None:
+    workflows = tmp_path / "repo" / ".gitea" / "workflows"
+    workflows.mkdir(parents=True)
+    (workflows / "ci.yml").write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: echo on-the-host\n"
+    )
+    argv = [sys.executable, "-X", "importtime", "-m", "trio_runner", "exec"]
+    done = subprocess.run(
+        [*argv, "--image=-self-hosted", "--workdir-parent", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path / "repo",
+        env={**os.environ, "NO_COLOR": "1"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "| on-the-host" in done.stdout
+    modules = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "trio_runner.backends.host" in modules  # the probe sees what the run loads
+    assert "trio_runner.backends.docker_api" not in modules
+    assert "trio_runner.backends.docker" not in modules
+
+
+def test_podman_is_told_by_its_version_components() -> None:
+    podman = docker_api.VersionInfo(
+        components=[docker_api.VersionComponent(name="Podman Engine", version="4.3.1")]
+    )
+    assert podman.podman
+    assert not docker_api.VersionInfo(
+        components=[docker_api.VersionComponent(name="Engine", version="27.0.1")]
+    ).podman
+    assert not docker_api.VersionInfo().podman
 
 
 def test_api_version_from_ping() -> None:

@@ -22,7 +22,12 @@ from tests.fake_gitea.app import serve_fake_gitea
 from tests.fake_gitea.state import FakeGitea, Row
 from tests.integration.runner_process import register_locally, start_runner, write_config
 from trio_runner.backends import docker_api
-from trio_runner.backends.docker import LABEL_RUNNER, job_container_name
+from trio_runner.backends.docker import (
+    LABEL_JOB_CONTAINER,
+    LABEL_RUNNER,
+    job_container_name,
+    remove_leftovers,
+)
 from trio_runner.backends.docker_api import DockerClient
 from trio_runner.gitea.messages import Result
 
@@ -256,9 +261,108 @@ async def test_killed_runner_leftovers_removed_by_idle_pass(
         assert "idle cleanup removed container" in process.log
     finally:
         with trio.move_on_after(WAIT):
-            from trio_runner.backends.docker import remove_leftovers
-
             await remove_leftovers(engine, runner.uuid)
+
+
+def sleeping_docker_action(seconds: int) -> str:
+    """A ``docker://`` step that prints ``started`` and sleeps."""
+    return (
+        f"uses: docker://{BUSYBOX}\n        with:\n"
+        "          entrypoint: /bin/sh\n"
+        f'          args: -c "echo started; sleep {seconds}"'
+    )
+
+
+async def test_killed_docker_action_step_removed_by_idle_pass(
+    gitea: FakeGitea, engine: DockerClient, tmp_path: Path
+) -> None:
+    """The step container shares the job container's network namespace, so it has to
+    go first: Podman refuses to remove a container another one depends on."""
+    runner = register_locally(gitea, tmp_path, LABELS)
+    path = write_config(
+        tmp_path, runner={"workdir_cleanup_age": "0s", "idle_cleanup_interval": "1s"}
+    )
+    task_id = gitea.queue_task(job(sleeping_docker_action(300), runs_on="busybox"))
+    try:
+        async with start_runner(tmp_path, path) as process:
+            await gitea.wait_rows(task_id, started, within=WAIT)
+            process.signal(signal.SIGKILL)
+            await process.wait()
+        assert len(await engine.containers_list({LABEL_RUNNER: runner.uuid})) == 2
+        async with start_runner(tmp_path, path) as process:
+            with trio.fail_after(WAIT):
+                # The idle pass has no event to wait on; poll the engine.
+                while await owned(engine, runner.uuid):  # noqa: ASYNC110
+                    await trio.sleep(0.5)
+            process.signal(signal.SIGTERM)
+            assert await process.wait() == 0
+        assert process.log.count("idle cleanup removed container") == 2, process.log
+        assert "removing container" not in process.log, process.log
+    finally:
+        with trio.move_on_after(WAIT):
+            await remove_leftovers(engine, runner.uuid)
+
+
+# --- service health (spec 2.6) ------------------------------------------------------------
+
+
+def probed_service(health_options: str) -> str:
+    """A ``db`` service (busybox sleeping) with the given health check options."""
+    return (
+        f"    services:\n      db:\n        image: {BUSYBOX}\n        command: sleep 600\n"
+        f"        options: {json.dumps(health_options)}\n"
+    )
+
+
+async def test_job_waits_for_a_service_to_become_healthy(
+    gitea: FakeGitea, engine: DockerClient, tmp_path: Path
+) -> None:
+    runner = register_locally(gitea, tmp_path, LABELS)
+    # Healthy from the third probe on: the first two leave the service starting.
+    check = (
+        "n=$(cat /tmp/probes 2>/dev/null || echo 0); echo $((n + 1)) > /tmp/probes; "
+        "echo probe $n; test $n -ge 2"
+    )
+    options = f"--health-cmd '{check}' --health-interval 1s --health-retries 5"
+    workflow = job(run("echo job-ran"), runs_on="busybox", extra=probed_service(options))
+    task_id = await run_task(gitea, tmp_path, workflow)
+    record = gitea.task(task_id)
+    assert record.result is Result.SUCCESS, record.contents
+    assert "db service is starting, waiting 2 seconds before checking again." in record.contents
+    healthy = record.contents.index("db service is healthy.")
+    assert healthy < record.contents.index("job-ran")
+    assert await owned(engine, runner.uuid) == []
+
+
+async def test_unhealthy_service_fails_the_job(
+    gitea: FakeGitea, engine: DockerClient, tmp_path: Path
+) -> None:
+    runner = register_locally(gitea, tmp_path, LABELS)
+    options = "--health-cmd 'echo probe-says-no; exit 1' --health-interval 1s --health-retries 1"
+    workflow = job(run("echo job-ran"), runs_on="busybox", extra=probed_service(options))
+    task_id = await run_task(gitea, tmp_path, workflow)
+    record = gitea.task(task_id)
+    assert record.result is Result.FAILURE, record.contents
+    assert "##[error]the service 'db' is unhealthy: probe-says-no" in record.contents
+    assert "job-ran" not in record.contents
+    assert await owned(engine, runner.uuid) == []
+
+
+async def test_service_not_healthy_in_time_fails_the_job(
+    gitea: FakeGitea, engine: DockerClient, tmp_path: Path
+) -> None:
+    runner = register_locally(gitea, tmp_path, LABELS)
+    options = (
+        "--health-cmd 'echo still-warming-up; exit 1' --health-interval 1s --health-retries 1000"
+    )
+    workflow = job(run("echo job-ran"), runs_on="busybox", extra=probed_service(options))
+    task_id = await run_task(gitea, tmp_path, workflow, container={"service_ready_timeout": "3s"})
+    record = gitea.task(task_id)
+    assert record.result is Result.FAILURE, record.contents
+    expected = "##[error]the service 'db' did not become healthy within 3s: still-warming-up"
+    assert expected in record.contents, record.contents
+    assert "job-ran" not in record.contents
+    assert await owned(engine, runner.uuid) == []
 
 
 async def test_docker_action_step(gitea: FakeGitea, engine: DockerClient, tmp_path: Path) -> None:
@@ -342,6 +446,59 @@ async def test_exec_runs_jobs_in_the_image(engine: DockerClient, tmp_path: Path)
     assert "| in=/workspace/" in out
     assert f"image: {BUSYBOX}" in out
     assert await exec_objects_left(engine, name) == []
+
+
+async def test_exec_removes_a_killed_runs_docker_action_step(
+    engine: DockerClient, tmp_path: Path
+) -> None:
+    """A second run of the same job removes the step container a killed run left, which
+    holds on to the job container, before it starts its own."""
+    name = f"exec-{secrets.token_hex(4)}"
+    directory = checkout(tmp_path, job(sleeping_docker_action(300), name=name))
+    job_name = job_container_name("push", name, "build")
+    step_containers = {LABEL_JOB_CONTAINER: job_name}
+    proc = await trio.lowlevel.open_process(
+        exec_command(directory, "-i", BUSYBOX),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=exec_env(),
+    )
+    assert proc.stdout is not None
+    output = b""
+    try:
+        with trio.fail_after(WAIT):
+            while b"| started\n" not in output:
+                chunk = await proc.stdout.receive_some()
+                assert chunk, output.decode()
+                output += chunk
+            proc.kill()
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.stdout.aclose()
+    try:
+        assert len(await engine.containers_list(step_containers)) == 2
+        workflow = directory / ".gitea" / "workflows" / "ci.yml"
+        workflow.write_text(job(sleeping_docker_action(0), name=name))
+        done = await trio.run_process(
+            exec_command(directory, "-i", BUSYBOX),
+            capture_stdout=True,
+            capture_stderr=True,
+            env=exec_env(),
+            check=False,
+        )
+        out = done.stdout.decode()
+        assert done.returncode == 0, out + done.stderr.decode()
+        assert "| started" in out
+        assert await engine.containers_list(step_containers) == []
+        assert await exec_objects_left(engine, name) == []
+    finally:
+        with trio.move_on_after(WAIT):
+            left = await engine.containers_list(step_containers)
+            # The step container before the job container it depends on.
+            for container in sorted(left, key=lambda c: f"/{job_name}" in (c.names or ())):
+                await engine.container_remove(container.id)
 
 
 async def test_exec_sigint_removes_everything(engine: DockerClient, tmp_path: Path) -> None:

@@ -3,8 +3,8 @@
 :meth:`DockerEnvironment.start` sets a job environment up (spec 2.5, 2.6) and removes
 everything it created when the block exits for any reason: a shielded, time-bounded
 teardown force-removes the containers, then the volumes and the network (2.11). Every
-object carries the runner's uuid and the task id as labels, so :func:`remove_leftovers`
-can clear what a killed runner left behind.
+object carries the runner's uuid, the task id and the job container's name as labels, so
+set-up and :func:`remove_leftovers` can clear what a killed runner left behind.
 
 Engine round trips are the cost of a container job, so independent calls run side by
 side and ``which`` in a root container is answered from file stats rather than an exec.
@@ -50,9 +50,11 @@ from trio_runner.backends.docker_api import (
     MODE_SYMLINK,
     MODE_TYPE,
     ContainerSpec,
+    ContainerSummary,
     DockerClient,
     EndpointSettings,
     EngineError,
+    Health,
     NetworkingConfig,
     NotFoundError,
     PathStat,
@@ -66,6 +68,9 @@ from trio_runner.backends.volume_files import NotLocal, VolumeFiles
 
 LABEL_RUNNER: Final = "com.gitea.runner.uuid"
 LABEL_TASK: Final = "com.gitea.runner.task-id"
+#: The job container's name, on every object of the job: it finds the docker-action
+#: containers of an earlier run of the same job (exec runs get a new runner uuid each).
+LABEL_JOB_CONTAINER: Final = "com.gitea.runner.job-container"
 
 RUNNER_DIR: Final = "/var/run/act"
 TEMP_DIR: Final = "/tmp"
@@ -213,7 +218,11 @@ class DockerEnvironment:
         self.network = settings.network or f"{job.name}-{job.job_id}-network"
         self.services: dict[str, ServiceInfo] = {}
         self._log = setup_log
-        self._labels = {LABEL_RUNNER: job.runner_uuid, LABEL_TASK: str(job.task_id)}
+        self._labels = {
+            LABEL_RUNNER: job.runner_uuid,
+            LABEL_TASK: str(job.task_id),
+            LABEL_JOB_CONTAINER: job.name,
+        }
         self._policy = VolumePolicy(list(settings.valid_volumes), own=self._own_volumes())
         # What teardown removes, recorded before each create call so that a create
         # interrupted by cancellation is still cleaned up.
@@ -519,19 +528,38 @@ class DockerEnvironment:
             await self._log.warning(f"pulling {ref} failed, using the local image: {exc}")
 
     async def _remove_same_names(self) -> None:
-        """Leftovers of an earlier run of the same job: containers first, as they hold
-        the volumes and the network."""
+        """Leftovers of an earlier run of the same job (or task): containers first, as
+        they hold the volumes and the network, and the job container last, as Podman
+        refuses to remove a container whose network namespace a docker-action step
+        container of a killed runner still uses."""
         api = self.api
+        dependents: set[str] = set()
+        job = self.job
+        earlier_runs = (
+            {LABEL_RUNNER: job.runner_uuid, LABEL_TASK: str(job.task_id)},
+            {LABEL_JOB_CONTAINER: job.name},
+        )
         async with _together() as nursery:
-            for name in [self.job.name, *self._service_names().values()]:
-                nursery.start_soon(
-                    functools.partial(api.container_remove, name, force=True, volumes=True)
-                )
+            for labels in earlier_runs:
+                nursery.start_soon(self._find_leftovers, labels, dependents)
+            for name in self._service_names().values():
+                nursery.start_soon(_remove_container, api, name)
+        async with _together() as nursery:
+            for container in dependents:
+                nursery.start_soon(_remove_container, api, container)
+        await _remove_container(api, self.job.name)
         async with _together() as nursery:
             for name in self._volume_names():
                 nursery.start_soon(api.volume_remove, name)
             if not self.settings.network:
                 nursery.start_soon(api.network_remove, self.network)
+
+    async def _find_leftovers(self, labels: Mapping[str, str], found: set[str]) -> None:
+        """Add the ids of the containers carrying ``labels``, other than the job
+        container, to ``found``."""
+        for container in await self.api.containers_list(labels):
+            if f"/{self.job.name}" not in (container.names or ()):
+                found.add(container.id)
 
     async def _start_services(self, service_options: Mapping[str, ContainerOptions]) -> None:
         names = self._service_names()
@@ -660,8 +688,7 @@ class DockerEnvironment:
         last_output = ""
         with trio.move_on_after(limit):
             while True:
-                info = await self.api.container_inspect(name)
-                health = info.state.health
+                health = await self._health(name)
                 if health is None or not health.status or health.status == "none":
                     return
                 if health.log:
@@ -682,6 +709,19 @@ class DockerEnvironment:
         raise EngineError(
             f"the service '{service_id}' did not become healthy within {limit:g}s: {last_output}"
         )
+
+    async def _health(self, name: str) -> Health | None:
+        """The service's health status; on Podman, after running its check once.
+
+        Podman runs health checks from systemd timers, so on a host without systemd a
+        status would stay ``starting`` forever; running the check here gives the same
+        verdicts (retries, start period) at the poll's pace. Docker runs them itself.
+        """
+        health = (await self.api.container_inspect(name)).state.health
+        if self.api.podman and health is not None and health.status == "starting":
+            await self.api.container_healthcheck(name)
+            health = (await self.api.container_inspect(name)).state.health
+        return health
 
     async def _fix_workspace_owner(self, user: str) -> None:
         """Give the workspace to the container's user; names are resolved by ``id``
@@ -822,6 +862,11 @@ async def _attempt(kind: str, name: str, removal: Callable[[], Awaitable[object]
         log.warning("removing %s %s failed: %s", kind, name, exc)
 
 
+async def _remove_container(api: DockerClient, container: str) -> None:
+    """Force-remove a container with its anonymous volumes; a missing one is fine."""
+    await api.container_remove(container, force=True, volumes=True)
+
+
 async def _discard(chunk: bytes) -> None:
     """Output of runner-internal commands nobody reads."""
 
@@ -919,12 +964,17 @@ async def remove_leftovers(
         old = created is None or (now - created).total_seconds() >= min_age
         return old and task not in {str(active) for active in active_tasks}
 
-    for container in await api.containers_list(owner):
+    # Job containers last: Podman refuses to remove one while a docker-action step
+    # container still uses its network namespace. A failure is left to the next pass.
+    for container in sorted(await api.containers_list(owner), key=_is_job_container):
         created = datetime.fromtimestamp(container.created, UTC) if container.created else None
         if stale(container.labels, created):
             name = (container.names or [container.id])[0].lstrip("/")
-            if await api.container_remove(container.id, force=True, volumes=True):
-                removed.append(f"container {name}")
+            try:
+                if await api.container_remove(container.id, force=True, volumes=True):
+                    removed.append(f"container {name}")
+            except EngineError as exc:
+                log.warning("removing container %s failed: %s", name, exc)
     for volume in await api.volumes_list(owner):
         if stale(volume.labels, _parse_time(volume.created_at)):
             with contextlib.suppress(EngineError):
@@ -936,6 +986,11 @@ async def remove_leftovers(
                 if await api.network_remove(network.id):
                     removed.append(f"network {network.name}")
     return removed
+
+
+def _is_job_container(container: ContainerSummary) -> bool:
+    job_name = (container.labels or {}).get(LABEL_JOB_CONTAINER)
+    return job_name is not None and f"/{job_name}" in (container.names or ())
 
 
 def _parse_time(text: str) -> datetime | None:

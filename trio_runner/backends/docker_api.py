@@ -29,6 +29,8 @@ from trio_runner.errors import RunnerError
 
 #: The API version spoken unless the engine no longer accepts it (Podman 4 serves 1.41).
 PREFERRED_API_VERSION: Final = (1, 41)
+#: The libpod API version of Podman-only calls (Podman 4 and later serve it).
+LIBPOD_API_VERSION: Final = "4.0.0"
 #: Receives one progress line of a pull or build.
 ProgressHandler = Callable[[str], Awaitable[None]]
 
@@ -320,12 +322,22 @@ class ExecInfo(_Wire):
     pid: int = 0
 
 
+class VersionComponent(_Wire):
+    name: str = ""
+    version: str = ""
+
+
 class VersionInfo(_Wire):
     version: str = ""
     api_version: str = ""
     min_api_version: str = msgspec.field(default="", name="MinAPIVersion")
     os: str = ""
     arch: str = ""
+    components: list[VersionComponent] | None = None
+
+    @property
+    def podman(self) -> bool:
+        return any(part.name == "Podman Engine" for part in self.components or ())
 
 
 class RegistryAuth(msgspec.Struct, frozen=True):
@@ -355,6 +367,10 @@ class _Progress(msgspec.Struct):
     error: str = ""
 
 
+class _HealthcheckRun(_Wire):
+    status: str = ""
+
+
 class _Wait(_Wire):
     status_code: int = 0
 
@@ -369,12 +385,18 @@ class _Error(msgspec.Struct):
 class DockerClient:
     """One connection pool to one engine; open with :func:`connect`."""
 
-    def __init__(self, host: str, http: httpx.AsyncClient, api_version: str) -> None:
+    def __init__(
+        self, host: str, http: httpx.AsyncClient, api_version: str, *, podman: bool = False
+    ) -> None:
         self.host = host
         self.api_version = api_version
+        #: The engine is Podman, whose own (libpod) API is served on the same socket.
+        self.podman = podman
         self._http = http
 
     def _url(self, path: str) -> str:
+        if path.startswith("/libpod/"):
+            return f"/v{LIBPOD_API_VERSION}{path}"
         return f"/v{self.api_version}{path}"
 
     async def _request(
@@ -537,6 +559,20 @@ class DockerClient:
 
     async def container_inspect(self, container: str) -> ContainerInfo:
         return await self._get_json(f"/containers/{_path(container)}/json", ContainerInfo)
+
+    async def container_healthcheck(self, container: str) -> str | None:
+        """Run a Podman container's health check once; the probe's verdict (``healthy`` or
+        ``unhealthy``), None when the container has no health check or is not running.
+
+        Podman runs health checks from systemd timers, so without systemd only this call
+        runs them; the container's health status (``inspect``) is updated by it.
+        """
+        response = await self._request(
+            "GET", f"/libpod/containers/{_path(container)}/healthcheck", ok=(409,)
+        )
+        if response.status_code == 409:
+            return None
+        return msgspec.json.decode(response.content, type=_HealthcheckRun).status
 
     async def container_logs(self, container: str, *, tail: str = "all") -> bytes:
         """Stdout and stderr of a container without a TTY, merged in arrival order."""
@@ -771,24 +807,27 @@ async def connect(host: str) -> AsyncIterator[DockerClient]:
     else:
         raise EngineError(f"unsupported docker host {host!r}: expected unix:// or tcp://")
     async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
-        yield DockerClient(host, http, await _api_version(host, http))
+        api_version, podman = await _identify(host, http)
+        yield DockerClient(host, http, api_version, podman=podman)
 
 
-async def _api_version(host: str, http: httpx.AsyncClient) -> str:
-    """The API version to speak, from ``/_ping`` when that suffices, else ``/version``.
+async def _identify(host: str, http: httpx.AsyncClient) -> tuple[str, bool]:
+    """The API version to speak and whether the engine is Podman, from ``/_ping`` when
+    that suffices, else ``/version``.
 
     ``/_ping`` names the engine's newest API version in a header and answers at once,
     where Podman takes about 400 ms for ``/version`` (it asks conmon and the OCI runtime
-    for theirs). Only an engine newer than the preferred version may have raised its
-    minimum past it, which ``/version`` tells.
+    for theirs); Podman adds a ``Libpod-Api-Version`` header. Only an engine newer than
+    the preferred version may have raised its minimum past it, which ``/version`` tells.
     """
     ping = await _get(host, http, "/_ping")
     if ping.status_code == 200 and (chosen := version_from_ping(ping.headers.get("Api-Version"))):
-        return chosen
+        return chosen, "Libpod-Api-Version" in ping.headers
     response = await _get(host, http, "/version")
     if response.status_code != 200:
         raise _engine_error("GET", "/version", response.status_code, response.content)
-    return negotiate_version(msgspec.json.decode(response.content, type=VersionInfo))
+    info = msgspec.json.decode(response.content, type=VersionInfo)
+    return negotiate_version(info), info.podman
 
 
 async def _get(host: str, http: httpx.AsyncClient, path: str) -> httpx.Response:

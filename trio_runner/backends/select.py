@@ -6,6 +6,10 @@ evaluates ``runs-on``, ``jobs.<id>.container`` and ``services`` with the job's c
 picks the platform (a job container image wins over the labels), and opens either a
 :class:`HostEnvironment` or a :class:`DockerEnvironment` built from the runner config.
 A set-up failure is written to the job log and fails the job (2.1).
+
+The container modules (``docker``, ``docker_api`` and httpx under them) are imported only
+where a container job or an engine probe needs them: loading them costs about 50 ms,
+which every ``trio-runner exec`` of host jobs would otherwise pay.
 """
 
 from __future__ import annotations
@@ -14,20 +18,11 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from trio_runner.backends import docker_api
 from trio_runner.backends.base import Environment
-from trio_runner.backends.docker import (
-    Credentials,
-    DockerEnvironment,
-    DockerSettings,
-    JobSpec,
-    ServiceSpec,
-    job_container_name,
-)
 from trio_runner.backends.host import HostEnvironment
 from trio_runner.config import Config
 from trio_runner.errors import ConfigError, RunnerError
@@ -38,12 +33,13 @@ from trio_runner.workflow.contexts import runner_arch, strategy_context
 from trio_runner.workflow.expressions import ExpressionError, interpolate, to_string
 from trio_runner.workflow.model import Container, RunsOn
 
+if TYPE_CHECKING:
+    from trio_runner.backends.docker import Credentials, DockerSettings, JobSpec
+
 #: How long the engine gets to answer when only its presence decides the platform.
 ENGINE_PROBE_TIMEOUT = 2.0
 #: Names an engine accepts as a network alias.
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-#: Called with each environment while it is open (exec kills them on a second Ctrl-C).
 
 
 @dataclass(frozen=True)
@@ -69,6 +65,9 @@ class TaskIdentity:
 
 def docker_settings(config: Config, task_id: int) -> DockerSettings:
     """The runner's ``container`` section as the Docker backend needs it."""
+    from trio_runner.backends import docker_api
+    from trio_runner.backends.docker import DockerSettings
+
     container = config.container
     socket = None
     if container.docker_host != "-":
@@ -92,6 +91,8 @@ def docker_settings(config: Config, task_id: int) -> DockerSettings:
 
 async def engine_answers(config: Config) -> bool:
     """Whether the configured (or found) engine answers within ENGINE_PROBE_TIMEOUT."""
+    from trio_runner.backends import docker_api
+
     try:
         host = docker_api.resolve_docker_host(config.container.docker_host)
     except docker_api.EngineError:
@@ -165,6 +166,8 @@ def evaluate_container(
 
     credentials = None
     if container.credentials is not None:
+        from trio_runner.backends.docker import Credentials
+
         username = text(container.credentials.username, "credentials.username")
         password = text(container.credentials.password, "credentials.password")
         if not username or not password:
@@ -226,6 +229,9 @@ async def _enter(
             )
         )
         return host
+    from trio_runner.backends import docker_api
+    from trio_runner.backends.docker import DockerEnvironment
+
     config = runner.config
     spec = _job_spec(run, runner, task, image, container, contexts)
     run.request.runner_env["JOB_CONTAINER_NAME"] = spec.name
@@ -263,6 +269,13 @@ def _job_spec(
     container: EvaluatedContainer | None,
     contexts: Mapping[str, Any],
 ) -> JobSpec:
+    from trio_runner.backends.docker import (
+        DockerEnvironment,
+        JobSpec,
+        ServiceSpec,
+        job_container_name,
+    )
+
     config, request, job = runner.config, run.request, run.job
     display = job.display_name()
     workflow = request.workflow.name or request.workflow.file

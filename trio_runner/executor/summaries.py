@@ -14,15 +14,17 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
 
 from trio_runner.backends.base import Environment
 from trio_runner.executor.commands import warning_row
 from trio_runner.executor.joblog import JobLog
 from trio_runner.masking import Masker
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["MAX_SUMMARY", "SUMMARY_BUDGET", "SummaryTarget", "cut_summary", "publish_summaries"]
 
@@ -86,6 +88,8 @@ class SummaryTarget:
 
 async def _upload(client: httpx.AsyncClient, target: SummaryTarget, index: int, text: str) -> str:
     """PUT one summary; an empty string on success, else the problem."""
+    import httpx
+
     headers = {
         "Authorization": f"Bearer {target.token}",
         "Content-Type": "text/markdown; charset=utf-8",
@@ -134,6 +138,10 @@ async def publish_summaries(
             summaries.append((index, cut))
     if not summaries or not target.enabled:
         return
+    # httpx (and what it pulls in) costs tens of milliseconds to import; only jobs that
+    # upload a summary pay for it.
+    import httpx
+
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as client:
         for index, text in summaries:
             problem = await _upload(client, target, index, text)
