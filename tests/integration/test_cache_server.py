@@ -737,3 +737,50 @@ async def test_restart_keeps_entries_but_not_tokens(tmp_path: Path) -> None:
     assert old_url.split("?")[1] != ""
     assert port
     assert (tmp_path / ".secret").stat().st_mode & 0o777 == 0o600
+
+
+# -- connections ------------------------------------------------------------------------
+
+
+async def raw_exchange(svc: CacheService, request: bytes) -> bytes:
+    """Send ``request`` on a new connection and read until the server closes it, as the
+    toolkit's requests (``Connection: close``) expect."""
+    host, port = svc.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(request)
+            answer = b""
+            while chunk := await stream.receive_some():
+                answer += chunk
+    return answer
+
+
+async def test_connection_close_requests_are_answered_and_closed(service: CacheService) -> None:
+    # Requests whose (empty) body the route never reads: the server must still close.
+    lookup_miss = (
+        f"GET /{V1}/cache?keys=absent&version={VERSION} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {TOKEN_A}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    assert (await raw_exchange(service, lookup_miss)).startswith(b"HTTP/1.1 204")
+    async with client(service) as c:
+        await save_v1(c, "k", b"payload")
+        url = (await lookup(c, ["k"])).json()["archiveLocation"]
+    target = url.removeprefix(service.url.rstrip("/"))
+    fetch = f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    answer = await raw_exchange(service, fetch)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\npayload")
+
+
+async def test_refused_upload_is_answered_and_closed(service: CacheService) -> None:
+    # A part refused before its body is read: the unread body must not wedge the connection.
+    piece = b"x" * 65536
+    body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(64)) + b"0\r\n\r\n"
+    head = (
+        f"PATCH /{V1}/caches/999 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer unknown\r\n"
+        "Content-Range: bytes 0-4194303/*\r\nTransfer-Encoding: chunked\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    answer = await raw_exchange(service, head + body)
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert answer.endswith(b'{"error":"unknown bearer token","message":"unknown bearer token"}')

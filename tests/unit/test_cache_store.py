@@ -99,11 +99,12 @@ async def test_sweep_evicts_least_recently_used_over_the_repo_limit(tmp_path: Pa
 
 async def test_sweep_never_deletes_a_blob_being_read(store: Store) -> None:
     entry_id = await save(store, "k", b"payload")
-    async with store.open_blob(entry_id) as (handle, size):
+    async with store.open_blob(entry_id) as blob:
         age(store, entry_id, 10 * 24 * 3600 * 1000)
         await store.sweep()
-        assert handle.read() == b"payload"
-        assert size == 7
+        assert blob.handle.read() == b"payload"
+        assert blob.size == 7
+        assert blob.head == b""
         assert store.blob_path(entry_id).exists()
     age(store, entry_id, 10 * 24 * 3600 * 1000)
     await store.sweep()
@@ -155,8 +156,9 @@ async def test_reopen_reconciles_leftovers(tmp_path: Path) -> None:
         entry = await store.reservation(pending, "o/r")
         await store.write_part(entry, 2, 4, None, body(b"ndi"))
         await store.commit(entry, 5)
-        async with store.open_blob(pending) as (handle, _size):
-            assert await trio.to_thread.run_sync(handle.read) == b"pendi"
+        async with store.open_blob(pending, read_ahead=3) as blob:
+            assert blob.head == b"pen"
+            assert await trio.to_thread.run_sync(blob.handle.read) == b"pendi"
         assert kept
     finally:
         await store.close()

@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from trio_runner.cache import api, forward, transfer
 from trio_runner.cache.api import MAX_JSON_BODY, ApiError, error_body
-from trio_runner.cache.asgi import JSON_TYPE, Receive, Scope, Send
+from trio_runner.cache.asgi import JSON_TYPE, Receive, Scope, Send, draining
 from trio_runner.cache.auth import Credential, bearer_token
 from trio_runner.cache.state import CacheState
 from trio_runner.cache.wire import RegisterRequest, RevokeRequest
@@ -106,16 +106,18 @@ def create_app(state: CacheState) -> ASGIApp:
 
     async def front(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            # Quart reads every request to its end itself; the plain ASGI routes may not.
+            plain = draining(receive, send)
             data_handler = transfer.route(scope)
             if data_handler is not None:
-                await transfer.handle(data_handler, state, scope, receive, send)
+                await transfer.handle(data_handler, state, scope, *plain)
                 return
             api_handlers = api.route(scope)
             if api_handlers is not None:
-                await api.handle(api_handlers, state, scope, receive, send)
+                await api.handle(api_handlers, state, scope, *plain)
                 return
             if forward.claims(scope):
-                await state.forwarder.handle(state.registry, scope, receive, send)
+                await state.forwarder.handle(state.registry, scope, *plain)
                 return
         await quart_asgi(scope, receive, send)
 

@@ -31,6 +31,35 @@ class ClientGone(Exception):
     """The client disconnected while its body was being read."""
 
 
+def draining(receive: Receive, send: Send) -> tuple[Receive, Send]:
+    """``receive`` and ``send`` for a handler that may leave part of the request unread.
+
+    hypercorn hands request messages over through a bounded queue and, once the response
+    is complete, puts ``http.disconnect`` into that queue, waiting for room. If the handler
+    left messages in it (the empty body of a GET, a refused upload), that wait never ends
+    and the connection is never closed. So the response's last message first takes in
+    whatever of the request is left.
+    """
+    ended = False
+
+    async def tracked(message: Message) -> Message:
+        nonlocal ended
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            ended = True
+        return message
+
+    async def receive_tracked() -> Message:
+        return await tracked(await receive())
+
+    async def send_draining(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            while not ended:
+                await receive_tracked()
+        await send(message)
+
+    return receive_tracked, send_draining
+
+
 class Request:
     """The parts of an ASGI HTTP scope these routes look at."""
 

@@ -38,11 +38,15 @@ log = logging.getLogger(__name__)
 
 REMOTE_TIMEOUT = 5.0
 #: Bytes hypercorn asks of a socket per read (its default is 64 KiB). Upload bodies arrive
-#: in pieces of up to this size, so a 32 MiB part is 32 trips through the protocol stack
+#: in pieces of up to this size, so a 32 MiB part is 128 trips through the protocol stack
 #: and the body loop instead of 512. hypercorn reads the value at each call, and it only
-#: caps a read: short requests still read what is there.
-SOCKET_READ_SIZE = 1024 * 1024
-APP_QUEUE_SIZE = 4
+#: caps a read: short requests still read what is there. Larger reads save little CPU
+#: but each one is held three times over (socket read, h11 buffer, body piece) per upload.
+SOCKET_READ_SIZE = 256 * 1024
+#: Body pieces hypercorn queues per request. The store overlaps receiving and writing
+#: itself, within a budget of bytes (``store.WRITE_BUFFER``), so this queue only needs to
+#: hand over one piece at a time.
+APP_QUEUE_SIZE = 1
 Warn = Callable[[str], None]
 
 
@@ -162,8 +166,7 @@ async def run_cache_server(
         config.bind = [f"{_url_host(settings.bind_host)}:{settings.port}"]
         config.accesslog = None
         config.errorlog = log
-        # Body pieces hypercorn queues per request before back-pressure: with reads of
-        # SOCKET_READ_SIZE this bounds a streaming upload to a few MiB of memory.
+        # An upload in transit then holds about 2 x WRITE_BUFFER + 3 x SOCKET_READ_SIZE.
         config.max_app_queue_size = APP_QUEUE_SIZE
         async with trio.open_nursery() as nursery:
             # hypercorn types the ASGI callable with its own TypedDicts; ours takes mappings.

@@ -13,9 +13,16 @@ Layout under the cache dir (spec 10.2):
   marked ranges count. v2 uses ``blob`` (single shot), ``block-<sha256 of block id>`` and
   ``blocklist.json``. Names never derive from keys, versions, repositories or block ids.
 
-SQLite runs on one connection in a worker thread behind a limiter of one; file work runs
-in other worker threads. In-memory state (readers, writers, in-flight part ranges) is only
-touched on the trio thread, which is what makes the check-then-mark sequences atomic.
+SQLite runs on one connection in worker threads: behind a limiter of one for plain
+queries, and under a lock, so that a hop doing file work (the last write of a body, a
+download's open) can stamp ``used_at`` in the same hop. Each request makes as few hops
+as it can (a small v1 part: two), since for small entries the hops, not the bytes, are the
+cost. In-memory state (readers, writers, in-flight part ranges) is only touched on the
+trio thread, which is what makes the check-then-mark sequences atomic.
+
+An upload body is written in batches of about ``WRITE_BUFFER`` bytes; while one batch is
+written by a worker thread the next one is received, and no more, so a body in transit
+holds at most two batches here.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ import logging
 import os
 import shutil
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -46,10 +55,13 @@ IN_USE_GRACE_MS = 10 * 60 * 1000
 MAX_KEYS = 10
 MAX_KEY_LENGTH = 512
 MAX_BLOCKS = 50_000
-WRITE_BUFFER = 1024 * 1024
+#: Bytes of a body written per worker-thread hop; one batch is written while the next one
+#: is received, so an upload holds at most two (spec 14, item 7).
+WRITE_BUFFER = 512 * 1024
 #: iovecs per pwritev call, well under IOV_MAX (1024 on Linux)
 _MAX_PIECES = 256
-READ_CHUNK = 1024 * 1024
+#: Bytes per download read: each costs a worker-thread hop and a trip through hypercorn.
+READ_CHUNK = 2 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -149,6 +161,7 @@ class Store:
         self._uploads = root / "uploads"
         self._conn: sqlite3.Connection | None = None
         self._db_limiter = trio.CapacityLimiter(1)
+        self._db_lock = threading.Lock()
         self._readers: dict[int, int] = {}
         self._writers: dict[int, int] = {}
         self._claims: dict[int, list[_Part]] = {}
@@ -158,7 +171,15 @@ class Store:
     # -- plumbing -------------------------------------------------------------------------
 
     async def _db(self, fn: Callable[..., T], *args: object) -> T:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._db_limiter)
+        return await trio.to_thread.run_sync(self._locked, fn, *args, limiter=self._db_limiter)
+
+    def _locked(self, fn: Callable[..., T], *args: object) -> T:
+        with self._db_lock:
+            return fn(*args)
+
+    def _stamp(self, entry_id: int) -> None:
+        """Stamp ``used_at`` from a worker thread that does not hold the connection."""
+        self._locked(self._touch, entry_id)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -346,16 +367,14 @@ class Store:
 
     # -- writing --------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _writing(self, entry_id: int) -> AsyncIterator[None]:
+    @contextlib.contextmanager
+    def _writing(self, entry_id: int) -> Iterator[None]:
         """Mark a body as being received: the reservation is live, commit must wait.
-        ``used_at`` is stamped at the end; the start is stamped by
-        ``reservation(touch=True)``."""
+        ``used_at`` is stamped at the start by ``reservation(touch=True)`` and at the end
+        by the hop that finishes the body (:meth:`_stamp`)."""
         self._writers[entry_id] = self._writers.get(entry_id, 0) + 1
         try:
             yield
-            with trio.CancelScope(shield=True):
-                await self._db(self._touch, entry_id)
         finally:
             left = self._writers[entry_id] - 1
             if left:
@@ -363,9 +382,12 @@ class Store:
             else:
                 del self._writers[entry_id]
 
+    def _has_room(self, length: int, free: int | None) -> bool:
+        return free is None or free - length >= self.policy.min_free_disk
+
     async def _ensure_space(self, length: int, free: int | None) -> None:
         """Make room for ``length`` more bytes, given the free space measured just before."""
-        if free is None or free - length >= self.policy.min_free_disk:
+        if self._has_room(length, free):
             return
         await self._evict_for_free_space()
         free = await _free_bytes(self.root)
@@ -391,50 +413,76 @@ class Store:
                 raise StoreError(400, f"range overlaps bytes {other.first}-{other.end - 1}")
         claims.append(part)
         try:
-            staging = self.staging(entry.id)
-            # One worker-thread hop prepares the part and one writes a small body and its
-            # marker: for small entries the hops, not the bytes, are the cost.
-            fd, free = await trio.to_thread.run_sync(self._prepare_part, staging, part)
-            try:
-                await self._ensure_space(part.end - part.first, free)
-                async with self._writing(entry.id):
-                    received = await _receive(
-                        fd, first, body, part.end - part.first, finish=(staging / part.name).touch
-                    )
-                    if received != part.end - part.first:
-                        raise StoreError(400, "body length does not match Content-Range")
-            finally:
-                os.close(fd)
+            with self._writing(entry.id):
+                await self._receive_part(entry.id, part, _Body(body, part.end - part.first))
         finally:
             claims.remove(part)
             if not claims:
                 del self._claims[entry.id]
 
-    def _prepare_part(self, staging: Path, part: _Part) -> tuple[int, int | None]:
+    async def _receive_part(self, entry_id: int, part: _Part, body: _Body) -> None:
+        # The first batch is read before the part is prepared, so that a part that fits in
+        # it is checked, written, marked and stamped in one worker-thread hop. Its length
+        # is only judged after the other checks, which keeps their order.
+        first = await body.batch()
+        whole = first if body.ended and body.received == body.expected else None
+        staging = self.staging(entry_id)
+        fd, free, done = await trio.to_thread.run_sync(
+            self._prepare_part, entry_id, staging, part, whole
+        )
+        try:
+            if done:
+                return
+            await self._ensure_space(part.end - part.first, free)
+            finish = partial(self._finish_part, entry_id, staging, part)
+            await _receive(fd, part.first, body, first, finish=finish)
+            if body.received != body.expected:
+                raise StoreError(400, "body length does not match Content-Range")
+        finally:
+            os.close(fd)
+
+    def _prepare_part(
+        self, entry_id: int, staging: Path, part: _Part, whole: list[bytes] | None
+    ) -> tuple[int, int | None, bool]:
         """Check ``part`` against the stored parts (an equal one is replaced), then open
-        the staging data file; returns its descriptor and the free disk space."""
+        the staging data file. Returns its descriptor, the free disk space and whether
+        ``whole`` (the complete body, if it came in one batch) was written and finished,
+        which needs the room that :meth:`_ensure_space` would otherwise make first."""
         for other in _stored_parts(staging):
             if other == part:
                 _unlink(staging / part.name)
             elif other.first < part.end and part.first < other.end:
                 raise StoreError(400, f"range overlaps bytes {other.first}-{other.end - 1}")
-        return _open_data(staging), _free_bytes_sync(self.root)
+        fd = _open_data(staging)
+        free = _free_bytes_sync(self.root)
+        if whole is None or not self._has_room(part.end - part.first, free):
+            return fd, free, False
+        try:
+            _pwritev_all(fd, whole, part.first)
+            self._finish_part(entry_id, staging, part)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, free, True
+
+    def _finish_part(self, entry_id: int, staging: Path, part: _Part) -> None:
+        (staging / part.name).touch()
+        self._stamp(entry_id)
 
     async def put_blob(self, entry: Entry, body: AsyncIterator[bytes]) -> None:
         """v2 Put Blob: the body is the whole archive; it replaces anything staged."""
-        async with self._writing(entry.id):
-            staging = self.staging(entry.id)
-            await self._stream_to(staging, "blob", body, self.policy.max_entry_size or None)
-            await trio.to_thread.run_sync(_drop_blocks, staging, set())
+        with self._writing(entry.id):
+            limit = self.policy.max_entry_size or None
+            await self._stream_to(entry.id, "blob", body, limit, drop_blocks=True)
 
     async def put_block(self, entry: Entry, block_id: str, body: AsyncIterator[bytes]) -> None:
-        async with self._writing(entry.id):
-            staging = self.staging(entry.id)
+        with self._writing(entry.id):
             room: int | None = None
             if self.policy.max_entry_size:
+                staging = self.staging(entry.id)
                 staged = await trio.to_thread.run_sync(_staged_block_bytes, staging)
                 room = max(self.policy.max_entry_size - staged, 0)
-            await self._stream_to(staging, block_name(block_id), body, room)
+            await self._stream_to(entry.id, block_name(block_id), body, room)
 
     async def put_block_list(self, entry: Entry, block_ids: Sequence[str]) -> None:
         names = [block_name(b) for b in block_ids]
@@ -449,23 +497,38 @@ class Store:
             _atomic_write(staging / "blocklist.json", json.dumps(names).encode())
             _drop_blocks(staging, set(names))
             _unlink(staging / "blob")
+            self._stamp(entry.id)
 
-        async with self._writing(entry.id):
+        with self._writing(entry.id):
             await trio.to_thread.run_sync(commit_list)
 
     async def _stream_to(
-        self, staging: Path, name: str, body: AsyncIterator[bytes], limit: int | None
+        self,
+        entry_id: int,
+        name: str,
+        chunks: AsyncIterator[bytes],
+        limit: int | None,
+        *,
+        drop_blocks: bool = False,
     ) -> None:
         """Receive a body into ``staging/name`` via a temporary file, at most ``limit``
-        bytes (None: no limit)."""
+        bytes (None: no limit); ``drop_blocks``: then remove the staged blocks."""
+        staging = self.staging(entry_id)
         tmp = staging / f"{name}.{os.urandom(6).hex()}.tmp"
+
+        def finish() -> None:
+            os.replace(tmp, staging / name)
+            if drop_blocks:
+                _drop_blocks(staging, set())
+            self._stamp(entry_id)
+
         fd = await trio.to_thread.run_sync(_open_new, tmp)
         try:
             try:
-                await _receive(fd, 0, body, None, limit)
+                body = _Body(chunks, None, limit)
+                await _receive(fd, 0, body, await body.batch(), finish=finish)
             finally:
                 os.close(fd)
-            await trio.to_thread.run_sync(os.replace, tmp, staging / name)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(_unlink, tmp)
@@ -492,11 +555,15 @@ class Store:
         expected = size if size is not None else (entry.size if entry.size >= 0 else None)
         async with self._finishing_entry(entry):
             try:
-                final = await trio.to_thread.run_sync(self._assemble_parts, entry.id, expected)
+                # Assembling v1 parts is a rename, so it shares the hop of the row update.
+                usage = await self._db(self._commit_parts, entry, expected)
             except StoreError:
                 await self._delete_sync_guarded(entry.id)
                 raise
-            await self._mark_complete(entry, final)
+            await self._enforce_limits(entry.repo, usage)
+
+    def _commit_parts(self, entry: Entry, expected: int | None) -> _Usage:
+        return self._complete_sync(entry, self._assemble_parts(entry.id, expected))
 
     def _assemble_parts(self, entry_id: int, expected: int | None) -> int:
         staging = self.staging(entry_id)
@@ -530,7 +597,7 @@ class Store:
             except StoreError as exc:
                 await self._delete_sync_guarded(entry.id)
                 return 0, exc.message
-            await self._mark_complete(entry, size)
+            await self._enforce_limits(entry.repo, await self._db(self._complete_sync, entry, size))
         return entry.id, ""
 
     def _assemble_v2(self, entry_id: int, size: int) -> None:
@@ -561,49 +628,64 @@ class Store:
         target.parent.mkdir(exist_ok=True)
         os.replace(source, target)
 
-    async def _mark_complete(self, entry: Entry, size: int) -> None:
-        def update() -> _Usage:
-            with self._transaction():
-                self.conn.execute(
-                    "UPDATE entries SET size = ?, complete = 1, used_at = ? WHERE id = ?",
-                    (size, now_ms(), entry.id),
-                )
-            _remove_tree(self.staging(entry.id))
-            return _Usage(
-                repo=self._complete_bytes(entry.repo) if self.policy.repo_size_limit > 0 else 0,
-                total=self._complete_bytes() if self.policy.size_limit > 0 else 0,
-                free=_free_bytes_sync(self.root),
+    def _complete_sync(self, entry: Entry, size: int) -> _Usage:
+        """Mark the entry complete (its blob is in place) and measure what the commit-time
+        eviction needs."""
+        with self._transaction():
+            self.conn.execute(
+                "UPDATE entries SET size = ?, complete = 1, used_at = ? WHERE id = ?",
+                (size, now_ms(), entry.id),
             )
-
-        await self._enforce_limits(entry.repo, await self._db(update))
+        _remove_tree(self.staging(entry.id))
+        return _Usage(
+            repo=self._complete_bytes(entry.repo) if self.policy.repo_size_limit > 0 else 0,
+            total=self._complete_bytes() if self.policy.size_limit > 0 else 0,
+            free=_free_bytes_sync(self.root),
+        )
 
     # -- downloading ----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def open_blob(self, entry_id: int) -> AsyncIterator[tuple[BinaryIO, int]]:
-        """The committed archive and its size; eviction skips it while this is open."""
+    async def open_blob(self, entry_id: int, read_ahead: int = 0) -> AsyncIterator[Blob]:
+        """The committed archive; eviction skips it while this is open. Its first
+        ``read_ahead`` bytes are read in the same hop (a small archive is then served
+        with no other)."""
         if entry_id in self._deleting:
             raise StoreError(404, f"cache {entry_id}: not found")
         self._readers[entry_id] = self._readers.get(entry_id, 0) + 1
         try:
 
-            def open_sync() -> BinaryIO | None:
+            def find() -> bool:
                 entry = self._get(entry_id)
                 if entry is None or not entry.complete:
-                    return None
+                    return False
                 self._touch(entry_id)
+                return True
+
+            def open_sync() -> Blob | None:
+                # The read runs outside the connection lock: a cold disk read must not
+                # hold up every other request's queries.
+                if not self._locked(find):
+                    return None
                 try:
-                    return self.blob_path(entry_id).open("rb")
+                    handle = self.blob_path(entry_id).open("rb")
                 except FileNotFoundError:
                     return None
+                try:
+                    size = os.fstat(handle.fileno()).st_size
+                    head = os.pread(handle.fileno(), min(read_ahead, size), 0)
+                except BaseException:
+                    handle.close()
+                    raise
+                return Blob(handle, size, head)
 
-            handle = await self._db(open_sync)
-            if handle is None:
+            blob = await trio.to_thread.run_sync(open_sync)
+            if blob is None:
                 raise StoreError(404, f"cache {entry_id}: not found")
             try:
-                yield handle, os.fstat(handle.fileno()).st_size
+                yield blob
             finally:
-                handle.close()
+                blob.handle.close()
         finally:
             left = self._readers[entry_id] - 1
             if left:
@@ -776,6 +858,15 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True)
+class Blob:
+    """An open committed archive: its size and the bytes read ahead from its start."""
+
+    handle: BinaryIO
+    size: int
+    head: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class _Usage:
     """Bytes of complete entries (of one repo, in all; 0 when that limit is off) and
     free disk space (None: unknown) right after a commit."""
@@ -796,39 +887,81 @@ async def _free_bytes(path: Path) -> int | None:
     return await trio.to_thread.run_sync(_free_bytes_sync, path)
 
 
+class _Body:
+    """A request body regrouped into batches of about ``WRITE_BUFFER`` bytes.
+
+    Pulling stops as soon as more than ``expected`` or ``limit`` bytes came, before any of
+    the excess is written; :meth:`check` then names the problem, so callers can run their
+    other checks first.
+    """
+
+    def __init__(
+        self, chunks: AsyncIterator[bytes], expected: int | None, limit: int | None = None
+    ) -> None:
+        self._chunks = chunks
+        self.expected = expected
+        self.limit = limit
+        self.received = 0
+        self.ended = False
+
+    def _too_long(self) -> bool:
+        return (self.limit is not None and self.received > self.limit) or (
+            self.expected is not None and self.received > self.expected
+        )
+
+    async def batch(self) -> list[bytes]:
+        """The next pieces; fewer than a batch only at the end (then :attr:`ended`) or
+        when the body is too long."""
+        pieces: list[bytes] = []
+        buffered = 0
+        while buffered < WRITE_BUFFER and len(pieces) < _MAX_PIECES and not self._too_long():
+            chunk = await anext(self._chunks, None)
+            if chunk is None:
+                self.ended = True
+                break
+            pieces.append(chunk)
+            buffered += len(chunk)
+            self.received += len(chunk)
+        return pieces
+
+    def check(self) -> None:
+        if self.limit is not None and self.received > self.limit:
+            raise StoreError(413, "upload exceeds the maximum entry size")
+        if self.expected is not None and self.received > self.expected:
+            raise StoreError(400, "body length does not match Content-Range")
+
+
 async def _receive(
     fd: int,
     offset: int,
-    body: AsyncIterator[bytes],
-    expected: int | None,
-    limit: int | None = None,
+    body: _Body,
+    first: list[bytes],
     *,
     finish: Callable[[], object] | None = None,
-) -> int:
-    """Write ``body`` at ``offset`` in batches of about 1 MiB and return its length. More
-    than ``expected`` bytes is a Content-Range mismatch, more than ``limit`` is too large;
-    both stop before anything past the allowed range is written. ``finish`` runs after
-    the last write, in the same worker-thread hop, when exactly ``expected`` bytes came.
+) -> None:
+    """Write ``first`` (the body's first batch) and the rest of ``body`` at ``offset``.
+    ``finish`` runs after the last write, in the same worker-thread hop, when the body
+    had its expected length (or none was expected).
 
-    The pieces are written as they arrived (``pwritev``), without joining them first.
+    While a batch is written in a worker thread the next one is received, and no more:
+    the receiving side then waits, and so does the client, through hypercorn's queue and
+    the socket. The pieces are written as they arrived (``pwritev``), without joining.
     """
-    pieces: list[bytes] = []
-    buffered = 0
-    received = 0
+    pieces = first
     position = offset
-    async for chunk in body:
-        received += len(chunk)
-        if limit is not None and received > limit:
-            raise StoreError(413, "upload exceeds the maximum entry size")
-        if expected is not None and received > expected:
-            raise StoreError(400, "body length does not match Content-Range")
-        pieces.append(chunk)
-        buffered += len(chunk)
-        if buffered >= WRITE_BUFFER or len(pieces) >= _MAX_PIECES:
-            await trio.to_thread.run_sync(_pwritev_all, fd, pieces, position)
-            position += buffered
-            pieces, buffered = [], 0
-    run_finish = finish is not None and (expected is None or received == expected)
+    if not body.ended:
+        send, receive = trio.open_memory_channel[tuple[list[bytes], int]](0)
+        with _single_error():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_write_batches, fd, receive)
+                async with send:
+                    while not body.ended:
+                        body.check()
+                        await send.send((pieces, position))
+                        position += sum(map(len, pieces))
+                        pieces = await body.batch()
+    body.check()
+    run_finish = finish is not None and body.expected in (None, body.received)
 
     def last_write() -> None:
         _pwritev_all(fd, pieces, position)
@@ -837,7 +970,55 @@ async def _receive(
 
     if pieces or run_finish:
         await trio.to_thread.run_sync(last_write)
-    return received
+
+
+async def _write_batches(
+    fd: int, batches: trio.MemoryReceiveChannel[tuple[list[bytes], int]]
+) -> None:
+    async with batches:
+        async for pieces, position in batches:
+            await trio.to_thread.run_sync(_pwritev_all, fd, pieces, position)
+
+
+@contextlib.contextmanager
+def _single_error() -> Iterator[None]:
+    """Let the one error of a nursery out as itself: callers map it to a status."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+async def read_blob(
+    blob: Blob, start: int, end: int, deliver: Callable[[bytes], Awaitable[object]]
+) -> None:
+    """Hand ``deliver`` bytes ``start`` to ``end`` of ``blob`` in chunks of ``READ_CHUNK``.
+    A worker thread reads the next chunk while ``deliver`` sends the current one, and no
+    further: a download holds at most two chunks here."""
+    if start >= end:
+        return
+    chunks, ready = trio.open_memory_channel[bytes](0)
+
+    async def read_ahead() -> None:
+        async with chunks:
+            position = start
+            while position < end:
+                chunk = await trio.to_thread.run_sync(
+                    os.pread, blob.handle.fileno(), min(READ_CHUNK, end - position), position
+                )
+                if not chunk:
+                    return
+                position += len(chunk)
+                await chunks.send(chunk)
+
+    with _single_error():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_ahead)
+            async with ready:
+                async for chunk in ready:
+                    await deliver(chunk)
 
 
 def _pwritev_all(fd: int, pieces: list[bytes], offset: int) -> None:
@@ -902,9 +1083,27 @@ def _drop_blocks(staging: Path, keep: set[str]) -> None:
 
 def _remove_tree(path: Path, *, strict: bool = False) -> None:
     try:
+        _remove_flat(path)
+        return
+    except OSError:
+        pass
+    try:
         shutil.rmtree(path)
     except FileNotFoundError:
         pass
     except OSError:
         if strict:
             raise
+
+
+def _remove_flat(path: Path) -> None:
+    """Remove a directory of plain files, as staging directories are: much cheaper than
+    ``shutil.rmtree``, which stays the fallback for anything else."""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(path, name))
+    os.rmdir(path)

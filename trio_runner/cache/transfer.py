@@ -3,20 +3,18 @@
 PATCH ``/caches/{id}`` (v1 parts), PUT ``/blobs/{id}`` (v2 Azure-style uploads) and
 GET/HEAD ``/artifacts/{id}`` (downloads) move archives. Quart would buffer request bodies
 without bound and cut responses at its response timeout (spec 14, item 6), so these
-routes read ``receive`` and write ``send`` directly: hypercorn's bounded queue then slows
-the client down to the disk's pace: a request holds at most a few MiB (hypercorn's bounded
-queue of socket reads plus one 1 MiB write batch).
+routes read ``receive`` and write ``send`` directly, and the store takes no more of a body
+than it has room for (two write batches), so back-pressure through hypercorn's queue and
+the socket slows the client down to the disk's pace: an upload holds about 2 MiB here.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
-
-import trio
 
 from trio_runner.cache.asgi import (
     ClientGone,
@@ -36,7 +34,9 @@ from trio_runner.cache.auth import (
     bearer_token,
 )
 from trio_runner.cache.state import CacheState, parse_id
-from trio_runner.cache.store import MAX_BLOCKS, READ_CHUNK, StoreError
+from trio_runner.cache.store import MAX_BLOCKS, READ_CHUNK, StoreError, read_blob
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/_apis/artifactcache/"
 MAX_BLOCK_ID = 1024
@@ -76,6 +76,12 @@ async def handle(
         await send_json(send, exc.status, {"error": exc.message, "message": exc.message})
     except StoreError as exc:
         await send_json(send, exc.status, {"error": exc.message, "message": exc.message})
+    except Exception:
+        # Answered here rather than by hypercorn, so the unread rest of an upload is
+        # drained and the connection closes (see ``asgi.draining``).
+        log.exception("cache server: unexpected error on %s %s", scope["method"], scope["path"])
+        message = "internal server error"
+        await send_json(send, 500, {"error": message, "message": message})
 
 
 def _entry_id(request: Request) -> int:
@@ -144,9 +150,12 @@ async def _download(state: CacheState, request: Request, send: Send) -> None:
         raise HttpError(405, f"method {request.method} not allowed")
     entry_id = _entry_id(request)
     _verify(state, request, DOWNLOAD_PURPOSE, entry_id)
-    async with state.store.open_blob(entry_id) as (handle, size):
+    range_header = request.headers.get("range") or request.headers.get("x-ms-range")
+    # A whole-body GET starts at byte 0: its first chunk comes with the open.
+    read_ahead = READ_CHUNK if request.method == "GET" and not range_header else 0
+    async with state.store.open_blob(entry_id, read_ahead) as blob:
+        size = blob.size
         start, end, status = 0, size, 200
-        range_header = request.headers.get("range") or request.headers.get("x-ms-range")
         if range_header:
             try:
                 picked = parse_range(range_header, size)
@@ -164,16 +173,14 @@ async def _download(state: CacheState, request: Request, send: Send) -> None:
         if status == 206:
             headers.append((b"content-range", f"bytes {start}-{end - 1}/{size}".encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        fd = handle.fileno()
-        position = start
-        while request.method == "GET" and position < end:
-            chunk = await trio.to_thread.run_sync(
-                os.pread, fd, min(READ_CHUNK, end - position), position
-            )
-            if not chunk:
-                break
-            position += len(chunk)
+
+        async def deliver(chunk: bytes) -> None:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        if blob.head:
+            await deliver(blob.head)
+        if request.method == "GET":
+            await read_blob(blob, start + len(blob.head), end, deliver)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
