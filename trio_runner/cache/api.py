@@ -24,6 +24,7 @@ from trio_runner.cache.asgi import (
     Request,
     Scope,
     Send,
+    caller_credential,
     send_json,
     send_response,
 )
@@ -33,7 +34,6 @@ from trio_runner.cache.auth import (
     UPLOAD_LIFETIME,
     UPLOAD_PURPOSE,
     Credential,
-    bearer_token,
 )
 from trio_runner.cache.state import CacheState, parse_id
 from trio_runner.cache.store import MAX_KEY_LENGTH, MAX_KEYS, Entry, StoreError
@@ -69,16 +69,6 @@ TWIRP_CODES = {
 }
 
 
-class ApiError(Exception):
-    """A refusal; ``code`` overrides the twirp code derived from the status."""
-
-    def __init__(self, status: int, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-
-
 def error_body(path: str, status: int, message: str, code: str = "") -> dict[str, str]:
     """The JSON error document of the route family ``path`` belongs to."""
     if path.startswith("/twirp/"):
@@ -88,48 +78,38 @@ def error_body(path: str, status: int, message: str, code: str = "") -> dict[str
 
 def _valid_key(name: str, value: str) -> str:
     if not value:
-        raise ApiError(400, f"{name} is required")
+        raise HttpError(400, f"{name} is required")
     if len(value) > MAX_KEY_LENGTH:
-        raise ApiError(400, f"{name} is longer than {MAX_KEY_LENGTH} characters")
+        raise HttpError(400, f"{name} is longer than {MAX_KEY_LENGTH} characters")
     if "\0" in value:
-        raise ApiError(400, f"{name} contains a NUL character")
+        raise HttpError(400, f"{name} contains a NUL character")
     return value
 
 
 async def _decode(request: Request, kind: type[S], *, empty_ok: bool = False) -> S:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_JSON_BODY:
-        raise ApiError(413, TOO_LARGE)
+        raise HttpError(413, TOO_LARGE)
     try:
         data = await request.read_at_most(MAX_JSON_BODY)
     except HttpError:
-        raise ApiError(413, TOO_LARGE) from None
+        raise HttpError(413, TOO_LARGE) from None
     if empty_ok and not data.strip():
         data = b"{}"
     try:
         return msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:
-        raise ApiError(400, f"invalid request body: {exc}") from None
+        raise HttpError(400, f"invalid request body: {exc}") from None
     except msgspec.DecodeError:
-        raise ApiError(400, "request body is not valid JSON", "malformed") from None
+        raise HttpError(400, "request body is not valid JSON", "malformed") from None
 
 
 def _int64(value: int | str | None, name: str) -> int:
     if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if not isinstance(value, int) or value < 0 or value > 2**63 - 1:
-        raise ApiError(400, f"{name} must be a non-negative integer")
+        raise HttpError(400, f"{name} must be a non-negative integer")
     return value
-
-
-def _credential(state: CacheState, request: Request) -> Credential:
-    token = bearer_token(request.headers.get("authorization"))
-    if not token:
-        raise ApiError(401, "missing bearer token")
-    found = state.registry.lookup(token)
-    if found is None:
-        raise ApiError(401, "unknown bearer token")
-    return found
 
 
 def _download_url(state: CacheState, caller: Credential, entry: Entry) -> str:
@@ -146,18 +126,18 @@ def _iso(millis: int) -> str:
 
 
 async def lookup(state: CacheState, request: Request) -> Reply:
-    caller = _credential(state, request)
+    caller = caller_credential(state, request)
     keys_arg = request.arg("keys")
     version = request.arg("version") or ""
     if keys_arg is None:
-        raise ApiError(400, "keys is required")
+        raise HttpError(400, "keys is required")
     if not version:
-        raise ApiError(400, "version is required")
+        raise HttpError(400, "version is required")
     keys = keys_arg.split(",")
     if len(keys) > MAX_KEYS:
-        raise ApiError(400, f"more than {MAX_KEYS} keys")
+        raise HttpError(400, f"more than {MAX_KEYS} keys")
     if any(len(k) > MAX_KEY_LENGTH for k in keys):
-        raise ApiError(400, f"a key is longer than {MAX_KEY_LENGTH} characters")
+        raise HttpError(400, f"a key is longer than {MAX_KEY_LENGTH} characters")
     entry = await state.store.find(caller.repo, keys, version)
     if entry is None:
         return 204, None
@@ -166,24 +146,24 @@ async def lookup(state: CacheState, request: Request) -> Reply:
 
 
 async def reserve(state: CacheState, request: Request) -> Reply:
-    caller = _credential(state, request)
+    caller = caller_credential(state, request)
     body = await _decode(request, ReserveRequest)
     key = _valid_key("key", body.key)
     if "," in key:
-        raise ApiError(400, "key must not contain a comma")
+        raise HttpError(400, "key must not contain a comma")
     version = _valid_key("version", body.version)
     size = body.cacheSize or 0
     if size < 0:
-        raise ApiError(400, "cacheSize must not be negative")
+        raise HttpError(400, "cacheSize must not be negative")
     new_id = await state.store.reserve(caller.repo, key, version, size, api=1)
     return 200, {"cacheId": new_id}
 
 
 async def list_entries(state: CacheState, request: Request) -> Reply:
-    caller = _credential(state, request)
+    caller = caller_credential(state, request)
     key = request.arg("key")
     if key is None:
-        raise ApiError(400, "key is required")
+        raise HttpError(400, "key is required")
     entries = await state.store.list_key(caller.repo, key)
     caches = [
         {
@@ -198,20 +178,20 @@ async def list_entries(state: CacheState, request: Request) -> Reply:
 
 
 async def commit(state: CacheState, request: Request) -> Reply:
-    caller = _credential(state, request)
+    caller = caller_credential(state, request)
     entry_id = parse_id(request.path[len(V1) + len("/caches/") :])
     if entry_id is None:
-        raise ApiError(400, "invalid cache id")
+        raise HttpError(400, "invalid cache id")
     entry = await state.store.reservation(entry_id, caller.repo)
     body = await _decode(request, CommitRequest, empty_ok=True)
     if body.size is not None and body.size < 0:
-        raise ApiError(400, "size must not be negative")
+        raise HttpError(400, "size must not be negative")
     await state.store.commit(entry, body.size)
     return 200, {}
 
 
 async def clean(state: CacheState, request: Request) -> Reply:
-    _credential(state, request)
+    caller_credential(state, request)
     return 200, {}
 
 
@@ -220,11 +200,11 @@ async def clean(state: CacheState, request: Request) -> Reply:
 
 def _twirp_json(request: Request) -> None:
     if "application/protobuf" in request.headers.get("content-type", ""):
-        raise ApiError(400, "only JSON is supported", "malformed")
+        raise HttpError(400, "only JSON is supported", "malformed")
 
 
 async def create_entry(state: CacheState, request: Request) -> Reply:
-    caller = _credential(state, request)
+    caller = caller_credential(state, request)
     _twirp_json(request)
     body = await _decode(request, CreateEntryRequest)
     key, version = _valid_key("key", body.key), _valid_key("version", body.version)
@@ -240,7 +220,7 @@ async def create_entry(state: CacheState, request: Request) -> Reply:
 
 
 async def finalize(state: CacheState, request: Request) -> Reply:
-    caller = _credential(state, request)
+    caller = caller_credential(state, request)
     _twirp_json(request)
     body = await _decode(request, FinalizeRequest)
     key, version = _valid_key("key", body.key), _valid_key("version", body.version)
@@ -253,13 +233,13 @@ async def finalize(state: CacheState, request: Request) -> Reply:
 
 
 async def download_url(state: CacheState, request: Request) -> Reply:
-    caller = _credential(state, request)
+    caller = caller_credential(state, request)
     _twirp_json(request)
     body = await _decode(request, DownloadUrlRequest)
     key, version = _valid_key("key", body.key), _valid_key("version", body.version)
     keys = [key, *(body.restore_keys or body.restoreKeys or [])]
     if len(keys) > MAX_KEYS:
-        raise ApiError(400, f"more than {MAX_KEYS} keys")
+        raise HttpError(400, f"more than {MAX_KEYS} keys")
     entry = await state.store.find(caller.repo, keys, version)
     if entry is None:
         return 200, {"ok": False}
@@ -305,11 +285,11 @@ async def handle(
     handler = methods.get("GET" if head else request.method)
     try:
         if handler is None:
-            raise ApiError(405, "method not allowed")
+            raise HttpError(405, "method not allowed")
         status, body = await handler(state, request)
     except ClientGone:
         return
-    except ApiError as exc:
+    except HttpError as exc:
         status, body = exc.status, error_body(request.path, exc.status, exc.message, exc.code)
     except StoreError as exc:
         status, body = exc.status, error_body(request.path, exc.status, exc.message)

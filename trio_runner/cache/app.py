@@ -25,8 +25,8 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from trio_runner.cache import api, forward, transfer
-from trio_runner.cache.api import MAX_JSON_BODY, ApiError, error_body
-from trio_runner.cache.asgi import JSON_TYPE, Receive, Scope, Send, draining
+from trio_runner.cache.api import MAX_JSON_BODY, error_body
+from trio_runner.cache.asgi import JSON_TYPE, HttpError, Receive, Scope, Send, draining
 from trio_runner.cache.auth import Credential, bearer_token
 from trio_runner.cache.state import CacheState
 from trio_runner.cache.wire import RegisterRequest, RevokeRequest
@@ -47,9 +47,9 @@ async def _decode(kind: type[S]) -> S:
     try:
         return msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:
-        raise ApiError(400, f"invalid request body: {exc}") from None
+        raise HttpError(400, f"invalid request body: {exc}") from None
     except msgspec.DecodeError:
-        raise ApiError(400, "request body is not valid JSON", "malformed") from None
+        raise HttpError(400, "request body is not valid JSON", "malformed") from None
 
 
 def create_app(state: CacheState) -> ASGIApp:
@@ -60,8 +60,8 @@ def create_app(state: CacheState) -> ASGIApp:
     def error(status: int, message: str, code: str = "") -> Response:
         return _json(error_body(request.path, status, message, code), status)
 
-    @app.errorhandler(ApiError)
-    async def api_error(exc: ApiError) -> Response:
+    @app.errorhandler(HttpError)
+    async def api_error(exc: HttpError) -> Response:
         return error(exc.status, exc.message, exc.code)
 
     @app.errorhandler(HTTPException)
@@ -75,17 +75,17 @@ def create_app(state: CacheState) -> ASGIApp:
 
     def shared_secret() -> None:
         if not state.shared_secret:
-            raise ApiError(404, "not found")
+            raise HttpError(404, "not found")
         given = bearer_token(request.headers.get("Authorization")) or ""
         if not hmac.compare_digest(given.encode(), state.shared_secret.encode()):
-            raise ApiError(401, "internal: bad secret")
+            raise HttpError(401, "internal: bad secret")
 
     @app.post("/_internal/register")
     async def register() -> Response:
         shared_secret()
         body = await _decode(RegisterRequest)
         if not body.token:
-            raise ApiError(400, "token is required")
+            raise HttpError(400, "token is required")
         credential = Credential(body.repo, body.results, body.insecure_tls, body.public_url)
         state.registry.register(body.token, credential)
         # A non-empty answer tells the runner this server forwards the job's artifact calls.
@@ -96,7 +96,7 @@ def create_app(state: CacheState) -> ASGIApp:
         shared_secret()
         body = await _decode(RevokeRequest)
         if not body.token:
-            raise ApiError(400, "token is required")
+            raise HttpError(400, "token is required")
         state.registry.revoke(body.token)
         return _json({})
 

@@ -4,11 +4,16 @@ streaming and JSON responses."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import msgspec
 import werkzeug.urls  # noqa: F401  (registers the "werkzeug.url_quote" codec error handler)
+
+from trio_runner.cache.auth import Credential, bearer_token
+
+if TYPE_CHECKING:
+    from trio_runner.cache.state import CacheState
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -19,12 +24,14 @@ JSON_TYPE = b"application/json; charset=utf-8"
 
 
 class HttpError(Exception):
-    """A refusal rendered as the v1 JSON error body."""
+    """A refusal: the status and message of the JSON error body (v1 or twirp); ``code``
+    overrides the twirp code derived from the status."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
 
 
 class ClientGone(Exception):
@@ -117,3 +124,14 @@ async def send_json(send: Send, status: int, obj: object, *, head: bool = False)
     body = msgspec.json.encode(obj)
     headers = [(b"content-type", JSON_TYPE), (b"content-length", str(len(body)).encode())]
     await send_response(send, status, b"" if head else body, headers)
+
+
+def caller_credential(state: CacheState, request: Request) -> Credential:
+    """The registration of the job behind a request's bearer token, or a 401."""
+    token = bearer_token(request.headers.get("authorization"))
+    if not token:
+        raise HttpError(401, "missing bearer token")
+    credential = state.registry.lookup(token)
+    if credential is None:
+        raise HttpError(401, "unknown bearer token")
+    return credential

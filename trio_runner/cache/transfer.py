@@ -23,15 +23,14 @@ from trio_runner.cache.asgi import (
     Request,
     Scope,
     Send,
+    caller_credential,
     send_json,
     send_response,
 )
 from trio_runner.cache.auth import (
     DOWNLOAD_PURPOSE,
     UPLOAD_PURPOSE,
-    Credential,
     SignatureError,
-    bearer_token,
 )
 from trio_runner.cache.state import CacheState, parse_id
 from trio_runner.cache.store import MAX_BLOCKS, READ_CHUNK, StoreError, read_blob
@@ -91,16 +90,6 @@ def _entry_id(request: Request) -> int:
     return entry_id
 
 
-def _credential(state: CacheState, request: Request) -> Credential:
-    token = bearer_token(request.headers.get("authorization"))
-    if not token:
-        raise HttpError(401, "missing bearer token")
-    credential = state.registry.lookup(token)
-    if credential is None:
-        raise HttpError(401, "unknown bearer token")
-    return credential
-
-
 def _verify(state: CacheState, request: Request, purpose: str, entry_id: int) -> None:
     try:
         state.signer.verify(purpose, entry_id, request.arg("exp"), request.arg("sig"))
@@ -138,7 +127,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 async def _upload_part(state: CacheState, request: Request, send: Send) -> None:
-    credential = _credential(state, request)
+    credential = caller_credential(state, request)
     entry = await state.store.reservation(_entry_id(request), credential.repo, touch=True)
     first, last, total = parse_content_range(request.headers.get("content-range"))
     await state.store.write_part(entry, first, last, total, request.body())
