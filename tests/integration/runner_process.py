@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,44 @@ from trio_runner.registration import Registration, save_registration
 
 #: Every wait on the child is bounded by this.
 PROCESS_WAIT = 60.0
+
+Interrupt = Callable[[trio.Process, "re.Match[bytes]"], Awaitable[None]]
+
+
+async def interrupt_when(
+    argv: list[str],
+    marker: re.Pattern[bytes],
+    interrupt: Interrupt,
+    *,
+    env: dict[str, str],
+    within: float = PROCESS_WAIT,
+) -> tuple[int, str, re.Match[bytes]]:
+    """Run ``argv``, call ``interrupt`` once its output matches ``marker``, then read the
+    output to its end. Returns the exit status, the whole output and the match."""
+    process = await trio.lowlevel.open_process(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    )
+    assert process.stdout is not None
+    output = b""
+    try:
+        with trio.fail_after(within):
+            while (match := marker.search(output)) is None:
+                chunk = await process.stdout.receive_some()
+                assert chunk, output.decode()
+                output += chunk
+            await interrupt(process, match)
+            while chunk := await process.stdout.receive_some():
+                output += chunk
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.stdout.aclose()
+    return code, output.decode(), match
+
+
+async def send_sigint(process: trio.Process, _match: re.Match[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
 
 
 def runner_command(*args: str) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,13 @@ import trio
 
 from tests.fake_gitea.app import serve_fake_gitea
 from tests.integration.action_repos import git, make_action_repos, serve_dumb_http
-from tests.integration.runner_process import register_locally, start_runner, write_config
+from tests.integration.runner_process import (
+    interrupt_when,
+    register_locally,
+    send_sigint,
+    start_runner,
+    write_config,
+)
 from tests.integration.test_exec import STARTED, exec_env, run_exec
 from trio_runner.gitea.messages import Result
 
@@ -111,26 +116,7 @@ async def test_post_runs_after_ctrl_c(repos: Path, tmp_path: Path) -> None:
         sys.executable, "-m", "trio_runner", "exec", "-W", str(WORKFLOWS / "post-cancel.yml"),
         "--default-actions-url", f"file://{repos}", "--workdir-parent", str(tmp_path / "work"),
     ]  # fmt: skip
-    proc = await trio.lowlevel.open_process(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=exec_env()
-    )
-    assert proc.stdout is not None
-    output = b""
-    try:
-        with trio.fail_after(60):
-            while STARTED.search(output) is None:
-                chunk = await proc.stdout.receive_some()
-                assert chunk, output.decode()
-                output += chunk
-            proc.send_signal(signal.SIGINT)
-            while chunk := await proc.stdout.receive_some():
-                output += chunk
-            code = await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.stdout.aclose()
-    text = output.decode()
+    code, text, _started = await interrupt_when(argv, STARTED, send_sigint, env=exec_env())
     assert code == 130, text
     assert "post state=1,2 status=cancelled" in rows(text)
     assert "Job cancelled" in rows(text)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import secrets
 import signal
-import subprocess
 import sys
 import tarfile
 from collections.abc import AsyncIterator
@@ -20,7 +20,12 @@ import trio
 
 from tests.fake_gitea.app import serve_fake_gitea
 from tests.fake_gitea.state import FakeGitea, Row
-from tests.integration.runner_process import register_locally, start_runner, write_config
+from tests.integration.runner_process import (
+    interrupt_when,
+    register_locally,
+    start_runner,
+    write_config,
+)
 from trio_runner.backends import docker_api
 from trio_runner.backends.docker import (
     LABEL_JOB_CONTAINER,
@@ -406,6 +411,10 @@ async def test_node_action_in_container(
 # --- trio-runner exec -i ------------------------------------------------------------------
 
 
+#: The step output both exec tests wait for before interrupting the run.
+STARTED = re.compile(rb"\| started\n")
+
+
 def exec_command(directory: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "trio_runner", "exec", "-C", str(directory), *args]
 
@@ -457,26 +466,12 @@ async def test_exec_removes_a_killed_runs_docker_action_step(
     directory = checkout(tmp_path, job(sleeping_docker_action(300), name=name))
     job_name = job_container_name("push", name, "build")
     step_containers = {LABEL_JOB_CONTAINER: job_name}
-    proc = await trio.lowlevel.open_process(
-        exec_command(directory, "-i", BUSYBOX),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=exec_env(),
-    )
-    assert proc.stdout is not None
-    output = b""
-    try:
-        with trio.fail_after(WAIT):
-            while b"| started\n" not in output:
-                chunk = await proc.stdout.receive_some()
-                assert chunk, output.decode()
-                output += chunk
-            proc.kill()
-            await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.stdout.aclose()
+
+    async def kill(process: trio.Process, _match: re.Match[bytes]) -> None:
+        process.kill()
+
+    argv = exec_command(directory, "-i", BUSYBOX)
+    await interrupt_when(argv, STARTED, kill, env=exec_env(), within=WAIT)
     try:
         assert len(await engine.containers_list(step_containers)) == 2
         workflow = directory / ".gitea" / "workflows" / "ci.yml"
@@ -504,28 +499,12 @@ async def test_exec_removes_a_killed_runs_docker_action_step(
 async def test_exec_sigint_removes_everything(engine: DockerClient, tmp_path: Path) -> None:
     name = f"exec-{secrets.token_hex(4)}"
     directory = checkout(tmp_path, job(run("echo started; sleep 300"), name=name))
-    proc = await trio.lowlevel.open_process(
-        exec_command(directory, "-i", BUSYBOX),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=exec_env(),
-    )
-    assert proc.stdout is not None
-    output = b""
-    try:
-        with trio.fail_after(WAIT):
-            while b"| started\n" not in output:
-                chunk = await proc.stdout.receive_some()
-                assert chunk, output.decode()
-                output += chunk
-            assert await exec_objects_left(engine, name)
-            proc.send_signal(signal.SIGINT)
-            while chunk := await proc.stdout.receive_some():
-                output += chunk
-            code = await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.stdout.aclose()
-    assert code == 130, output.decode()
+
+    async def interrupt(process: trio.Process, _match: re.Match[bytes]) -> None:
+        assert await exec_objects_left(engine, name)
+        process.send_signal(signal.SIGINT)
+
+    argv = exec_command(directory, "-i", BUSYBOX)
+    code, text, _match = await interrupt_when(argv, STARTED, interrupt, env=exec_env(), within=WAIT)
+    assert code == 130, text
     assert await exec_objects_left(engine, name) == []

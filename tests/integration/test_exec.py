@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ from typing import Any
 
 import trio
 
+from tests.integration.runner_process import interrupt_when, send_sigint
 from trio_runner.exec_output import JobSummary, TerminalOutput
 from trio_runner.executor.sink import Conclusion
 
@@ -236,27 +236,8 @@ async def test_ctrl_c_cancels_gracefully_and_leaves_nothing(tmp_path: Path) -> N
         "--workdir-parent",
         str(work),
     ]
-    output = b""
-    proc = await trio.lowlevel.open_process(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=exec_env()
-    )
-    assert proc.stdout is not None
-    try:
-        with trio.fail_after(60):
-            while (started := STARTED.search(output)) is None:
-                chunk = await proc.stdout.receive_some()
-                assert chunk, output.decode()
-                output += chunk
-            proc.send_signal(signal.SIGINT)
-            while chunk := await proc.stdout.receive_some():
-                output += chunk
-            code = await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.stdout.aclose()
+    code, text, started = await interrupt_when(argv, STARTED, send_sigint, env=exec_env())
     pid = int(started.group(1))
-    text = output.decode()
     assert code == 130, text
     assert "Cancelled - Run echo" in text
     assert "| always step ran" in text
