@@ -13,10 +13,12 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv" >&2
     "$python" -m venv .venv
 fi
+install_args=(-e '.[dev]')
 stamp=.venv/.trio-runner-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) ${install_args[*]}"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "setup: installing trio-runner and its test tools into .venv" >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' >&2
-    touch "$stamp"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "${install_args[@]}" >&2
+    echo "$wanted" > "$stamp"
 fi
