@@ -1,13 +1,15 @@
 """``trio-runner exec``: run workflows of a local checkout with the daemon's executor.
 
 Planning (which jobs, in which stages, with which matrix legs) lives in
-``trio_runner.workflow.planner``; this module turns the command line into the run's
-inputs, runs the stages (jobs of a stage concurrently, matrix legs up to
-``max-parallel``), hands each leg to ``JobRun`` with a terminal or JSON sink, and maps
-the outcome to the exit status: 0 all good, 1 a job failed, 2 bad input or an invalid
-workflow (nothing runs), 130 interrupted. The first Ctrl-C cancels the running jobs
-gracefully (their ``always()`` steps still run) and starts nothing new; a second one
-stops everything at once. Trio and the executor are imported only when jobs run.
+``trio_runner.workflow.planner``; the workflows jobs call (``jobs.<id>.uses``) are
+resolved and checked by ``trio_runner.workflow.reusable`` before anything runs. This
+module turns the command line into the run's inputs and ``ExecRun`` runs the stages
+(jobs of a stage concurrently, matrix legs up to ``max-parallel``), hands each leg to
+``JobRun`` with a terminal or JSON sink, and maps the outcome to the exit status: 0 all
+good, 1 a job failed, 2 bad input or an invalid workflow (nothing runs), 130 interrupted.
+The first Ctrl-C cancels the running jobs gracefully (their ``always()`` steps still
+run) and starts nothing new; a second one stops everything at once. Trio and the
+executor are imported only when jobs run (or a remote reusable workflow is cloned).
 
 Relative paths given on the command line are relative to the current directory; the
 defaults (``.gitea/workflows``, ``.env``) are looked up in ``--directory``.
@@ -29,9 +31,10 @@ from trio_runner.config import Config, load_config, read_env_file
 from trio_runner.errors import ConfigError
 from trio_runner.executor.runner_env import runner_variables
 from trio_runner.labels import Platform
-from trio_runner.workflow import planner
+from trio_runner.workflow import planner, reusable
 from trio_runner.workflow.expressions import ExpressionError
 from trio_runner.workflow.model import Workflow, WorkflowError
+from trio_runner.workflow.reusable_fetch import remote_fetcher
 
 if TYPE_CHECKING:
     from trio_runner.exec_output import ExecOutput
@@ -200,15 +203,31 @@ class ExecPlan:
     vars: dict[str, str] = field(default_factory=dict)
     job_env: dict[str, str] = field(default_factory=dict)
     no_skip_checkout: bool = False
+    #: The reusable workflow each calling job runs, nested calls included.
+    calls: reusable.Calls = field(default_factory=dict)
 
-    def contexts(self, planned: planner.PlannedJob, needs: dict[str, Any]) -> dict[str, Any]:
-        """What a job's ``if``, ``strategy`` and ``name`` may read."""
-        github = {**self.github, "workflow": planned.workflow.name or planned.workflow.file}
+    def all_jobs(self) -> list[planner.PlannedJob]:
+        """Every job of the run: the selected ones and those of the workflows they call."""
+        jobs = [planned for stage in self.stages for planned in stage]
+        jobs += [planned for called in self.calls.values() for planned in called.jobs]
+        return jobs
+
+    def contexts(
+        self,
+        planned: planner.PlannedJob,
+        needs: dict[str, Any],
+        inputs: dict[str, Any] | None = None,
+        workflow: Workflow | None = None,
+    ) -> dict[str, Any]:
+        """What a job's ``if``, ``strategy`` and ``name`` may read. The jobs of a called
+        workflow pass its ``inputs`` and the calling ``workflow`` (GitHub's ``github``
+        context is the caller's)."""
+        top = workflow or planned.workflow
         return {
-            "github": github,
+            "github": {**self.github, "workflow": top.name or top.file},
             "needs": needs,
             "vars": self.vars,
-            "inputs": self.inputs[planned.workflow.file],
+            "inputs": self.inputs[planned.workflow.file] if inputs is None else inputs,
         }
 
 
@@ -242,6 +261,15 @@ def prepare(args: argparse.Namespace) -> ExecPlan:
         event, payload, planner.read_git_info(directory), actor_fallback=getpass.getuser()
     )
     github["gitea_default_actions_url"] = args.default_actions_url
+    secrets = _secrets(args.secret)
+    fetch = remote_fetcher(
+        config,
+        args.workdir_parent or config.host.workdir_parent,
+        args.default_actions_url,
+        args.gitea_instance,
+        secrets.get("GITEA_TOKEN") or secrets.get("GITHUB_TOKEN") or "",
+    )
+    calls = reusable.resolve_calls(jobs, reusable.Repository(directory), fetch)
     return ExecPlan(
         directory=directory,
         config=config,
@@ -252,36 +280,53 @@ def prepare(args: argparse.Namespace) -> ExecPlan:
         inputs=inputs,
         matrix_filters=planner.parse_matrix_filters(args.matrix),
         instance_url=args.gitea_instance,
-        secrets=_secrets(args.secret),
+        secrets=secrets,
         vars=_assignments(args.var, "--var"),
         job_env=_job_env(args, config, directory),
         no_skip_checkout=args.no_skip_checkout,
+        calls=calls,
     )
 
 
 # --- list and dry run -------------------------------------------------------------------
 
 
-def _job_rows(plan: ExecPlan) -> list[dict[str, Any]]:
-    rows = []
-    for number, stage in enumerate(plan.stages):
-        for planned in stage:
-            rows.append(
-                {
-                    "stage": number,
-                    "job_id": planned.job_id,
-                    "name": planned.job.name or planned.job_id,
-                    "workflow": planner.workflow_label(planned.workflow),
-                    "file": planned.workflow.file,
-                    "events": list(planned.workflow.on),
-                    "needs": list(planned.job.needs),
-                }
-            )
+def _called_jobs(plan: ExecPlan, planned: planner.PlannedJob) -> list[planner.PlannedJob]:
+    called = plan.calls.get(planned.key)
+    return called.jobs if called is not None else []
+
+
+def _job_rows(
+    plan: ExecPlan, planned: planner.PlannedJob, stage: int, caller: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The ``--list`` row of a job, then the rows of the jobs it calls: their id is the
+    path of job ids (``call/build``), their name ``<caller name> / <name>`` as GitHub
+    shows it, their stage the caller's."""
+    name = planned.job.name or planned.job_id
+    row: dict[str, Any] = {
+        "stage": stage,
+        "job_id": f"{caller['job_id']}/{planned.job_id}" if caller else planned.job_id,
+        "name": f"{caller['name']} / {name}" if caller else name,
+        "workflow": planner.workflow_label(planned.workflow),
+        "file": planned.workflow.file,
+        "events": list(planned.workflow.on),
+        "needs": list(planned.job.needs),
+    }
+    if planned.job.uses is not None:
+        row["uses"] = planned.job.uses
+    rows = [row]
+    for inner in _called_jobs(plan, planned):
+        rows += _job_rows(plan, inner, stage, row)
     return rows
 
 
 def print_list(plan: ExecPlan, *, as_json: bool) -> None:
-    rows = _job_rows(plan)
+    rows = [
+        row
+        for number, stage in enumerate(plan.stages)
+        for planned in stage
+        for row in _job_rows(plan, planned, number)
+    ]
     if as_json:
         print(json.dumps({"type": "plan", "event": plan.event, "jobs": rows}))
         return
@@ -297,47 +342,75 @@ def print_list(plan: ExecPlan, *, as_json: bool) -> None:
         )
 
 
-def _static_leg_names(plan: ExecPlan, planned: planner.PlannedJob) -> list[str] | None:
+def _static_leg_names(
+    plan: ExecPlan, planned: planner.PlannedJob, inputs: dict[str, Any] | None
+) -> list[str] | None:
     """The leg names when the matrix needs nothing from earlier jobs, else None."""
     if planner.has_templates(planned.job.strategy):
         return None
     try:
-        legs = planner.plan_legs(planned, plan.contexts(planned, {}), plan.matrix_filters).legs
+        contexts = plan.contexts(planned, {}, inputs)
+        legs = planner.plan_legs(planned, contexts, plan.matrix_filters).legs
     except (ExpressionError, WorkflowError):
         return None  # a matrix or name reading needs is only known at run time
     return [leg.name for leg in legs]
 
 
-def print_dryrun(plan: ExecPlan, *, as_json: bool) -> None:
-    stages = [
-        [
-            {
-                "job": planned.label,
+def _dryrun_stages(
+    plan: ExecPlan, stages: list[list[planner.PlannedJob]], caller: str = ""
+) -> list[list[dict[str, Any]]]:
+    """The stages as ``--dryrun`` shows them; a calling job holds the called stages."""
+    result: list[list[dict[str, Any]]] = []
+    for stage in stages:
+        jobs: list[dict[str, Any]] = []
+        for planned in stage:
+            label = f"{caller} / {planned.job_id}" if caller else planned.label
+            job: dict[str, Any] = {
+                "job": label,
                 "job_id": planned.job_id,
                 "workflow": planner.workflow_label(planned.workflow),
                 "needs": list(planned.job.needs),
-                "legs": _static_leg_names(plan, planned),
+                # The inputs of a called workflow are known only when it is called.
+                "legs": _static_leg_names(plan, planned, {} if caller else None),
             }
-            for planned in stage
-        ]
-        for stage in plan.stages
-    ]
+            called = plan.calls.get(planned.key)
+            if called is not None:
+                job["uses"] = called.uses
+                job["calls"] = _dryrun_stages(plan, called.stages, label)
+            jobs.append(job)
+        result.append(jobs)
+    return result
+
+
+def _print_dryrun_stages(stages: list[list[dict[str, Any]]], indent: str) -> int:
+    """Print the stages; the number of jobs that would run."""
+    count = 0
+    for number, stage in enumerate(stages):
+        print(f"{indent}Stage {number}:")
+        for job in stage:
+            needs = f" (needs {', '.join(job['needs'])})" if job["needs"] else ""
+            print(f"{indent}  {job['job']}{needs}")
+            legs = job["legs"]
+            if legs is None:
+                print(f"{indent}    matrix evaluated when the job starts")
+            elif len(legs) != 1 or legs[0] != job["job_id"]:
+                for name in legs:
+                    print(f"{indent}    - {name}")
+            if "calls" in job:
+                print(f"{indent}    uses {job['uses']}")
+                count += _print_dryrun_stages(job["calls"], f"{indent}    ")
+            else:
+                count += 1
+    return count
+
+
+def print_dryrun(plan: ExecPlan, *, as_json: bool) -> None:
+    stages = _dryrun_stages(plan, plan.stages)
     if as_json:
         print(json.dumps({"type": "dryrun", "event": plan.event, "stages": stages}))
         return
     print(f"Event: {plan.event}")
-    for number, stage in enumerate(stages):
-        print(f"Stage {number}:")
-        for job in stage:
-            needs = f" (needs {', '.join(job['needs'])})" if job["needs"] else ""
-            print(f"  {job['job']}{needs}")
-            legs = job["legs"]
-            if legs is None:
-                print("    matrix evaluated when the job starts")
-            elif len(legs) != 1 or legs[0] != job["job_id"]:
-                for name in legs:
-                    print(f"    - {name}")
-    jobs = sum(len(stage) for stage in stages)
+    jobs = _print_dryrun_stages(stages, "")
     print(f"Dry run: {jobs} job(s) in {len(stages)} stage(s) would run; nothing was run.")
 
 

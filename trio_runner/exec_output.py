@@ -21,6 +21,11 @@ The JSON form (``--json``) writes one object per line, each with a ``type``:
 
 ``time`` values are RFC 3339 UTC; results are ``success``, ``failure``, ``cancelled``
 or ``skipped``.
+
+Jobs of a called reusable workflow are labelled ``<workflow>/<caller> / <job>`` (the
+caller's name with its matrix suffix, then the called job's, as GitHub displays them);
+in the summary their ``workflow`` is the calling workflow's and their ``job_id`` the
+path of job ids from the selected job (``call/build``, ``outer/inner/build``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ job (``JobRun``) on a single-job workflow shaped like Gitea's task payload, so a
 run behaves like the daemon. A finished job's result and outputs become the ``needs``
 of its dependants (workflow-execution 1.5).
 
+A job that calls a reusable workflow runs no environment itself: each of its legs runs
+the called workflow's stages the same way (nested calls included), with the inputs and
+secrets of the call; the called jobs' results make the leg's result and the workflow's
+``on.workflow_call.outputs`` its outputs.
+
 When a job of the run has a ``uses:`` step (an action may use the Actions cache, e.g.
 ``setup-node`` with ``cache:``), the run serves the cache for its jobs (1.5): each job
 gets a fresh ``ACTIONS_RUNTIME_TOKEN``, accepted by the cache while the job runs. The
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from trio_runner.backends.select import RunnerSide, TaskIdentity, environment_opener
@@ -42,9 +48,10 @@ from trio_runner.executor.actions import always_copied_checkout, job_settings
 from trio_runner.executor.job import JobControl, JobRequest, JobRun, Need
 from trio_runner.executor.runner_env import CacheAccess, cache_variables, proxy_passwords
 from trio_runner.labels import Platform
-from trio_runner.workflow import planner
+from trio_runner.workflow import planner, reusable
+from trio_runner.workflow.contexts import jobs_context, strategy_context
 from trio_runner.workflow.expressions import ExpressionError, render_template
-from trio_runner.workflow.model import WorkflowError, step_display_name
+from trio_runner.workflow.model import Workflow, WorkflowError, step_display_name
 
 if TYPE_CHECKING:
     from trio_runner.cache.server import CacheService
@@ -64,8 +71,7 @@ def needs_cache(plan: ExecPlan) -> bool:
         return False
     return any(
         step.uses is not None and (plan.no_skip_checkout or not always_copied_checkout(step))
-        for stage in plan.stages
-        for planned in stage
+        for planned in plan.all_jobs()
         for step in planned.job.steps
     )
 
@@ -76,7 +82,7 @@ def reaches_containers(plan: ExecPlan, platform: Platform) -> bool:
     loopback."""
     if not platform.is_host:
         return True
-    return any(planned.job.container is not None for stage in plan.stages for planned in stage)
+    return any(planned.job.container is not None for planned in plan.all_jobs())
 
 
 def cache_settings(config: Config, *, containers: bool) -> CacheSettings:
@@ -110,6 +116,56 @@ class _LegGroup:
             control.cancel()
 
 
+@dataclass
+class _Frame:
+    """One workflow run: the top of the run, or one call of a reusable workflow.
+
+    The jobs of a call are labelled ``<caller label> / <name>`` (GitHub's display name
+    behind act's ``workflow/`` prefix), see the caller's ``github`` context, the inputs
+    and secrets of the call, and each other's results as ``needs``. A calling leg's
+    fail-fast group covers every job it runs, however deeply nested.
+    """
+
+    secrets: dict[str, str]
+    needs: dict[tuple[str, str], Need] = field(default_factory=dict)
+    #: The top-level workflow whose call this is; None at the top.
+    caller_workflow: Workflow | None = None
+    #: The calling leg's label and job-id path (``call`` or ``call/inner``); empty at the top.
+    label: str = ""
+    path: str = ""
+    order: tuple[int, ...] = ()
+    inputs: dict[str, Any] | None = None
+    groups: tuple[_LegGroup, ...] = ()
+
+    @property
+    def tripped(self) -> bool:
+        return any(group.tripped for group in self.groups)
+
+    def job_label(self, planned: planner.PlannedJob, name: str) -> str:
+        if not self.label:
+            return f"{planner.workflow_label(planned.workflow)}/{name}"
+        return f"{self.label} / {name}"
+
+    def job_path(self, planned: planner.PlannedJob) -> str:
+        return f"{self.path}/{planned.job_id}" if self.path else planned.job_id
+
+    def workflow(self, planned: planner.PlannedJob) -> Workflow:
+        """The workflow ``github`` speaks of: the top-level caller's."""
+        return self.caller_workflow or planned.workflow
+
+
+@dataclass(frozen=True)
+class _LegRun:
+    """One leg about to run: its job, where it sits, and the contexts its job saw."""
+
+    planned: planner.PlannedJob
+    leg: planner.Leg
+    position: tuple[int, ...]
+    group: _LegGroup
+    frame: _Frame
+    contexts: dict[str, Any]
+
+
 class ExecRun:
     """Runs an :class:`ExecPlan` and reports it to an :class:`ExecOutput`."""
 
@@ -125,8 +181,8 @@ class ExecRun:
             platform=platform,
             host_workdir=workdir_parent,
         )
-        self.needs: dict[tuple[str, str], Need] = {}
-        self.summaries: list[tuple[tuple[int, int, int], JobSummary]] = []
+        self.top = _Frame(secrets=dict(plan.secrets))
+        self.summaries: list[tuple[tuple[int, ...], JobSummary]] = []
         self.controls: set[JobControl] = set()
         self.interrupts = 0
         self.failed = False
@@ -151,7 +207,8 @@ class ExecRun:
                 nursery.start_soon(self._watch_interrupts, interrupts, nursery)
                 with self.scope:
                     await self._start_cache(nursery)
-                    await self._run_stages()
+                    limiter = trio.CapacityLimiter(os.cpu_count() or 1)
+                    await self._run_stages(self.plan.stages, self.top, limiter)
                 nursery.cancel_scope.cancel()
 
     async def _start_cache(self, nursery: trio.Nursery) -> None:
@@ -186,65 +243,86 @@ class ExecRun:
             for control in list(self.controls):
                 nursery.start_soon(control.kill)
 
-    async def _run_stages(self) -> None:
-        limiter = trio.CapacityLimiter(os.cpu_count() or 1)
-        for stage_number, stage in enumerate(self.plan.stages):
+    async def _run_stages(
+        self,
+        stages: list[list[planner.PlannedJob]],
+        frame: _Frame,
+        limiter: trio.CapacityLimiter,
+    ) -> None:
+        for stage_number, stage in enumerate(stages):
             async with trio.open_nursery() as nursery:
                 for job_number, planned in enumerate(stage):
-                    order = (stage_number, job_number)
-                    nursery.start_soon(self._run_job, planned, order, limiter)
+                    order = (*frame.order, stage_number, job_number)
+                    nursery.start_soon(self._run_job, planned, order, limiter, frame)
 
     # -- one job -----------------------------------------------------------------------
 
     async def _run_job(
-        self, planned: planner.PlannedJob, order: tuple[int, int], limiter: trio.CapacityLimiter
+        self,
+        planned: planner.PlannedJob,
+        order: tuple[int, ...],
+        limiter: trio.CapacityLimiter,
+        frame: _Frame,
     ) -> None:
-        async with limiter:
-            if self.interrupts:
-                self._unrun(planned, order, planner.RESULT_CANCELLED)
+        # A calling job runs nothing itself; its called jobs take the CPU slots.
+        slot = contextlib.nullcontext() if planned.job.uses is not None else limiter
+        label = frame.job_label(planned, planned.job_id)
+        async with slot:
+            if self.interrupts or frame.tripped:
+                self._unrun(planned, label, order, frame, planner.RESULT_CANCELLED)
                 return
             needs = {
                 need: {"result": entry.result, "outputs": dict(entry.outputs)}
-                for need, entry in self._needs_of(planned).items()
+                for need, entry in self._needs_of(planned, frame).items()
             }
-            contexts = self.plan.contexts(planned, needs)
+            contexts = self.plan.contexts(planned, needs, frame.inputs, frame.workflow(planned))
             try:
                 if not planner.job_condition(planned.job, contexts):
-                    self.output.message(planned.label, "Skipped: the job condition is false")
-                    self._unrun(planned, order, planner.RESULT_SKIPPED)
+                    self.output.message(label, "Skipped: the job condition is false")
+                    self._unrun(planned, label, order, frame, planner.RESULT_SKIPPED)
                     return
-                leg_plan = planner.plan_legs(planned, contexts, self.plan.matrix_filters)
+                leg_plan = planner.plan_legs(planned, contexts, self._filters(frame))
             except (WorkflowError, ExpressionError) as exc:
-                self.output.message(planned.label, f"Error: {exc}", error=True)
-                self._unrun(planned, order, planner.RESULT_FAILURE)
+                self.output.message(label, f"Error: {exc}", error=True)
+                self._unrun(planned, label, order, frame, planner.RESULT_FAILURE)
                 self.failed = True
                 return
             if not leg_plan.legs:
-                self.output.message(
-                    planned.label, "Skipped: no matrix combination matches --matrix"
-                )
-                self._unrun(planned, order, planner.RESULT_SKIPPED)
+                self.output.message(label, "Skipped: no matrix combination matches --matrix")
+                self._unrun(planned, label, order, frame, planner.RESULT_SKIPPED)
                 return
             group = _LegGroup(fail_fast=leg_plan.fail_fast)
             leg_limiter = trio.CapacityLimiter(leg_plan.max_parallel)
+            run_leg = self._run_call if planned.job.uses is not None else self._run_leg
             async with trio.open_nursery() as nursery:
                 for leg in leg_plan.legs:
-                    nursery.start_soon(
-                        self._run_leg, planned, leg, order, group, leg_limiter, contexts
-                    )
+                    leg_run = _LegRun(planned, leg, (*order, leg.index), group, frame, contexts)
+                    nursery.start_soon(run_leg, leg_run, leg_limiter, limiter)
             result, outputs = planner.aggregate_results(group.results, group.outputs)
-            self.needs[planned.key] = Need(result=result, outputs=outputs)
+            frame.needs[planned.key] = Need(result=result, outputs=outputs)
 
-    def _unrun(self, planned: planner.PlannedJob, order: tuple[int, int], result: str) -> None:
+    def _filters(self, frame: _Frame) -> dict[str, set[str]]:
+        """``--matrix`` picks legs of the selected jobs, not of the jobs they call."""
+        return self.plan.matrix_filters if frame.caller_workflow is None else {}
+
+    def _unrun(
+        self,
+        planned: planner.PlannedJob,
+        label: str,
+        order: tuple[int, ...],
+        frame: _Frame,
+        result: str,
+    ) -> None:
         """A job that ran no leg: its result for dependants and the summary."""
-        self.needs[planned.key] = Need(result=result)
-        self._record(planned, planned.label, (*order, 0), result, 0.0)
+        frame.needs[planned.key] = Need(result=result)
+        self._record(planned, label, (*order, 0), frame, result, 0.0)
 
     def _record(
         self,
         planned: planner.PlannedJob,
         label: str,
-        order: tuple[int, int, int],
+        order: tuple[int, ...],
+        frame: _Frame,
         result: str,
         duration: float,
     ) -> None:
@@ -253,66 +331,122 @@ class ExecRun:
                 order,
                 JobSummary(
                     label=label,
-                    workflow=planner.workflow_label(planned.workflow),
-                    job_id=planned.job_id,
+                    workflow=planner.workflow_label(frame.workflow(planned)),
+                    job_id=frame.job_path(planned),
                     result=result,
                     duration=duration,
                 ),
             )
         )
 
+    def _finish_leg(self, run: _LegRun, result: str, outputs: dict[str, str]) -> None:
+        run.group.results.append(result)
+        run.group.outputs.append(outputs)
+        if result == planner.RESULT_FAILURE and not run.leg.continue_on_error:
+            self.failed = True
+            if run.group.fail_fast:
+                run.group.trip()
+
     # -- one leg -----------------------------------------------------------------------
 
     async def _run_leg(
-        self,
-        planned: planner.PlannedJob,
-        leg: planner.Leg,
-        order: tuple[int, int],
-        group: _LegGroup,
-        limiter: trio.CapacityLimiter,
-        contexts: dict[str, Any],
+        self, run: _LegRun, limiter: trio.CapacityLimiter, _cpus: trio.CapacityLimiter
     ) -> None:
-        label = f"{planner.workflow_label(planned.workflow)}/{leg.name}"
-        position = (*order, leg.index)
+        planned, leg, frame, group = run.planned, run.leg, run.frame, run.group
+        label = frame.job_label(planned, leg.name)
         async with limiter:
-            if self.interrupts or group.tripped:
-                group.results.append(planner.RESULT_CANCELLED)
-                self._record(planned, label, position, planner.RESULT_CANCELLED, 0.0)
+            if self.interrupts or group.tripped or frame.tripped:
+                self._record(planned, label, run.position, frame, planner.RESULT_CANCELLED, 0.0)
+                self._finish_leg(run, planner.RESULT_CANCELLED, {})
                 return
             control = JobControl()
+            groups = (group, *frame.groups)
             # Each job's own credential; useless once the job has ended.
             token = secrets.token_urlsafe(32)
-            request = self._request(planned, leg, contexts, token)
-            run = JobRun(
-                request, self.output.job_sink(label, self._step_names(leg, contexts)), control
+            request = self._request(run, token)
+            job_run = JobRun(
+                request,
+                self.output.job_sink(label, self._step_names(leg, run.contexts)),
+                control,
             )
             started = trio.current_time()
             result = planner.RESULT_CANCELLED
             outputs: dict[str, str] = {}
             self.controls.add(control)
-            group.controls.add(control)
+            for member in groups:
+                member.controls.add(control)
             self.output.job_started(label, datetime.now(UTC))
             try:
                 task = TaskIdentity(0, self.plan.event)
                 async with self._job_token(token):
-                    outcome = await run.run(environment_opener(run, self.runner, task))
+                    outcome = await job_run.run(environment_opener(job_run, self.runner, task))
                 result, outputs = outcome.result.value, outcome.outputs
             except Exception as exc:  # a runner bug fails this job, not the run
                 text = "".join(traceback.format_exception_only(exc)).strip()
-                self.output.message(label, run.masker.mask(f"Runner error: {text}"), error=True)
+                self.output.message(label, job_run.masker.mask(f"Runner error: {text}"), error=True)
                 result = planner.RESULT_FAILURE
             finally:
                 self.controls.discard(control)
-                group.controls.discard(control)
+                for member in groups:
+                    member.controls.discard(control)
                 duration = trio.current_time() - started
-                group.results.append(result)
-                group.outputs.append(outputs)
                 self.output.job_finished(label, result, duration)
-                self._record(planned, label, position, result, duration)
-            if result == planner.RESULT_FAILURE and not leg.continue_on_error:
-                self.failed = True
-                if group.fail_fast:
-                    group.trip()
+                self._record(planned, label, run.position, frame, result, duration)
+            self._finish_leg(run, result, outputs)
+
+    async def _run_call(
+        self, run: _LegRun, limiter: trio.CapacityLimiter, cpus: trio.CapacityLimiter
+    ) -> None:
+        """One leg of a calling job: the called workflow's stages with the leg's inputs and
+        secrets; its result is the called jobs' (1.5 step 4), its outputs the workflow's
+        ``on.workflow_call.outputs``."""
+        planned, leg, frame = run.planned, run.leg, run.frame
+        label = frame.job_label(planned, leg.name)
+        called = self.plan.calls[planned.key]
+        async with limiter:
+            if self.interrupts or run.group.tripped or frame.tripped:
+                self._record(planned, label, run.position, frame, planner.RESULT_CANCELLED, 0.0)
+                self._finish_leg(run, planner.RESULT_CANCELLED, {})
+                return
+            contexts = {
+                **run.contexts,
+                "matrix": leg.matrix,
+                "strategy": strategy_context(leg.job.strategy_context),
+            }
+            try:
+                inputs = reusable.call_inputs(planned, called.workflow, contexts)
+                passed = reusable.call_secrets(
+                    planned.job, {**contexts, "secrets": frame.secrets}, frame.secrets
+                )
+            except (WorkflowError, ExpressionError) as exc:
+                self.output.message(label, f"Error: {exc}", error=True)
+                self._record(planned, label, run.position, frame, planner.RESULT_FAILURE, 0.0)
+                self._finish_leg(run, planner.RESULT_FAILURE, {})
+                return
+            inner = _Frame(
+                secrets=passed,
+                caller_workflow=frame.workflow(planned),
+                label=label,
+                path=frame.job_path(planned),
+                order=run.position,
+                inputs=inputs,
+                groups=(run.group, *frame.groups),
+            )
+            await self._run_stages(called.stages, inner, cpus)
+            results = {key[1]: (need.result, need.outputs) for key, need in inner.needs.items()}
+            result, _ = planner.aggregate_results([r for r, _ in results.values()], [])
+            outputs_contexts = {
+                "github": contexts["github"],
+                "vars": self.plan.vars,
+                "inputs": inputs,
+                "jobs": jobs_context(results),
+            }
+            try:
+                outputs = reusable.call_outputs(called.workflow, outputs_contexts)
+            except ExpressionError as exc:
+                self.output.message(label, f"Error: {exc}", error=True)
+                result, outputs = planner.RESULT_FAILURE, {}
+            self._finish_leg(run, result, outputs)
 
     def _job_token(self, token: str) -> contextlib.AbstractAsyncContextManager[str]:
         """The cache accepts ``token`` for the job's lifetime, when the run has a cache."""
@@ -320,9 +454,7 @@ class ExecRun:
             return contextlib.nullcontext("")
         return self.cache.job_token(token, str(self.plan.github.get("repository") or ""))
 
-    def _request(
-        self, planned: planner.PlannedJob, leg: planner.Leg, contexts: dict[str, Any], token: str
-    ) -> JobRequest:
+    def _request(self, run: _LegRun, token: str) -> JobRequest:
         plan = self.plan
         runner_env = dict(plan.job_env)
         masks = proxy_passwords(os.environ)
@@ -330,14 +462,18 @@ class ExecRun:
             # No Gitea behind exec, so no results service to front: the cache speaks v1.
             runner_env.update(cache_variables(CacheAccess(self.cache.url), token))
             masks.append(token)
+        workflow = run.leg.workflow
+        if run.frame.caller_workflow is not None:
+            # github.workflow of a called job names the caller (GitHub's rule).
+            workflow = msgspec.structs.replace(workflow, name=run.frame.caller_workflow.name)
         return JobRequest(
-            workflow=leg.workflow,
-            job_id=leg.job_id,
-            task_context={**plan.github, "workflow": planned.workflow.file},
-            secrets=dict(plan.secrets),
+            workflow=workflow,
+            job_id=run.leg.job_id,
+            task_context={**plan.github, "workflow": run.frame.workflow(run.planned).file},
+            secrets=dict(run.frame.secrets),
             vars=dict(plan.vars),
-            needs=self._needs_of(planned),
-            inputs=dict(contexts["inputs"]),
+            needs=self._needs_of(run.planned, run.frame),
+            inputs=dict(run.contexts["inputs"]),
             runner_env=runner_env,
             masks=masks,
             runner_name=RUNNER_NAME,
@@ -347,9 +483,9 @@ class ExecRun:
             checkout_source="" if plan.no_skip_checkout else str(plan.directory.resolve()),
         )
 
-    def _needs_of(self, planned: planner.PlannedJob) -> dict[str, Need]:
+    def _needs_of(self, planned: planner.PlannedJob, frame: _Frame) -> dict[str, Need]:
         """The direct needs of a job; all of them finished in earlier stages."""
-        return {need: self.needs[(planned.workflow.file, need)] for need in planned.job.needs}
+        return {need: frame.needs[(planned.workflow.file, need)] for need in planned.job.needs}
 
     def _step_names(self, leg: planner.Leg, contexts: dict[str, Any]) -> list[str]:
         """Step names for the terminal; templates that need step state stay as written."""

@@ -189,6 +189,15 @@ def inputs_context(
     return inputs
 
 
+def jobs_context(results: Mapping[str, tuple[str, Mapping[str, str]]]) -> dict[str, Any]:
+    """The ``jobs`` context of a called workflow's ``on.workflow_call.outputs`` (4.2, exec
+    only): job id -> ``{result, outputs}`` from (result, outputs) of each called job."""
+    return {
+        job_id: {"result": result, "outputs": dict(outputs)}
+        for job_id, (result, outputs) in results.items()
+    }
+
+
 def strategy_context(strategy: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``strategy`` context with GitHub's defaults (4.2)."""
     strategy = strategy or {}

@@ -41,6 +41,8 @@ __all__ = [
     "Step",
     "Strategy",
     "Workflow",
+    "WorkflowCallOutput",
+    "WorkflowCallSecret",
     "WorkflowError",
     "WorkflowInput",
     "load_action",
@@ -74,6 +76,20 @@ class WorkflowInput(msgspec.Struct, frozen=True):
     required: bool = False
     default: Scalar = None
     options: list[str] = []
+
+
+class WorkflowCallSecret(msgspec.Struct, frozen=True):
+    """``on.workflow_call.secrets.<name>``: a secret the called workflow declares."""
+
+    description: str = ""
+    required: bool = False
+
+
+class WorkflowCallOutput(msgspec.Struct, frozen=True):
+    """``on.workflow_call.outputs.<id>``; ``value`` reads the called workflow's ``jobs``."""
+
+    value: Template
+    description: str = ""
 
 
 class Step(msgspec.Struct, frozen=True):
@@ -202,6 +218,8 @@ class Workflow(msgspec.Struct, frozen=True):
     on: dict[str, Any] = {}
     dispatch_inputs: dict[str, WorkflowInput] = {}
     call_inputs: dict[str, WorkflowInput] = {}
+    call_secrets: dict[str, WorkflowCallSecret] = {}
+    call_outputs: dict[str, WorkflowCallOutput] = {}
     env: dict[str, Template] | Template = {}
     defaults: RunDefaults = RunDefaults()
     jobs: dict[str, Job] = {}
@@ -690,6 +708,39 @@ def _inputs(event: str, config: YNode | None, where: str) -> dict[str, WorkflowI
     return result
 
 
+def _call_secrets(config: YNode | None, where: str) -> dict[str, WorkflowCallSecret]:
+    secrets_node = _mapping(config, where).get("secrets")
+    result: dict[str, WorkflowCallSecret] = {}
+    for name, (key_node, spec_node) in _mapping(secrets_node, f"{where}.secrets").items.items():
+        sw = f"{where}.secrets.{name}"
+        _check_id(key_node, name, f"{where}.secrets")
+        spec = _mapping(spec_node, sw)
+        _check_keys(spec, frozenset({"description", "required"}), sw)
+        required = spec.get("required")
+        result[name] = WorkflowCallSecret(
+            description=_opt_string(spec, "description", sw) or "",
+            required=False if required is None else _bool(required, f"{sw}.required"),
+        )
+    return result
+
+
+def _call_outputs(config: YNode | None, where: str) -> dict[str, WorkflowCallOutput]:
+    outputs_node = _mapping(config, where).get("outputs")
+    result: dict[str, WorkflowCallOutput] = {}
+    for name, (key_node, spec_node) in _mapping(outputs_node, f"{where}.outputs").items.items():
+        ow = f"{where}.outputs.{name}"
+        _check_id(key_node, name, f"{where}.outputs")
+        spec = _mapping(spec_node, ow)
+        _check_keys(spec, frozenset({"description", "value"}), ow)
+        if spec.get("value") is None:
+            raise _fail("'value' is required", spec, ow)
+        result[name] = WorkflowCallOutput(
+            value=_string(spec.get("value"), f"{ow}.value"),
+            description=_opt_string(spec, "description", ow) or "",
+        )
+    return result
+
+
 def _bool(node: YNode, where: str) -> bool:
     if isinstance(node, YScalar) and isinstance(node.value, bool):
         return node.value
@@ -717,6 +768,8 @@ def load_workflow(text: str | bytes, file: str) -> Workflow:
             "workflow_dispatch", on.get("workflow_dispatch"), "on.workflow_dispatch"
         ),
         call_inputs=_inputs("workflow_call", on.get("workflow_call"), "on.workflow_call"),
+        call_secrets=_call_secrets(on.get("workflow_call"), "on.workflow_call"),
+        call_outputs=_call_outputs(on.get("workflow_call"), "on.workflow_call"),
         env=_env(m.get("env"), "env"),
         defaults=_defaults(m.get("defaults"), "defaults"),
         jobs=jobs,

@@ -87,7 +87,7 @@ def load_workflows(files: Sequence[Path], base: Path) -> list[Workflow]:
     workflows: list[Workflow] = []
     problems: list[str] = []
     for path in files:
-        shown = _display_path(path, base)
+        shown = display_path(path, base)
         try:
             text = path.read_bytes()
         except OSError as exc:
@@ -102,7 +102,8 @@ def load_workflows(files: Sequence[Path], base: Path) -> list[Workflow]:
     return workflows
 
 
-def _display_path(path: Path, base: Path) -> str:
+def display_path(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` when it lies inside, else as given."""
     try:
         return str(path.resolve().relative_to(base.resolve()))
     except ValueError:
@@ -118,10 +119,16 @@ def workflow_label(workflow: Workflow) -> str:
 
 
 def detect_event(workflows: Sequence[Workflow], explicit: str | None, *, detect: bool) -> str:
-    """``--event``; else the only event declared; else (``detect``) the first one; else push."""
+    """``--event``; else the only event declared; else (``detect``) the first one; else push.
+
+    ``workflow_call`` counts only when no workflow declares another event.
+    """
     if explicit:
         return explicit
     events = sorted({event for workflow in workflows for event in workflow.on})
+    if len(events) > 1 and "workflow_call" in events:
+        # Called workflows sit next to their callers; their trigger is the call.
+        events.remove("workflow_call")
     if len(events) == 1:
         return events[0]
     if detect and events:
@@ -244,7 +251,7 @@ def resolve_inputs(workflow: Workflow, event: str, given: Mapping[str, Any]) -> 
     for name, spec in declared.items():
         where = f"{workflow.file}: on.{event}.inputs.{name}"
         if name in given:
-            result[name] = _coerce_input(spec, given[name], where)
+            result[name] = coerce_input(spec, given[name], where)
         elif spec.default is not None:
             result[name] = spec.default
         elif spec.required:
@@ -254,7 +261,8 @@ def resolve_inputs(workflow: Workflow, event: str, given: Mapping[str, Any]) -> 
     return result
 
 
-def _coerce_input(spec: WorkflowInput, value: Any, where: str) -> Any:
+def coerce_input(spec: WorkflowInput, value: Any, where: str) -> Any:
+    """``value`` as the input's declared type; PlanError naming ``where`` if it is not one."""
     text = value if isinstance(value, str) else to_string(value)
     if spec.type == "boolean":
         if isinstance(value, bool):
@@ -748,15 +756,11 @@ def aggregate_results(
 
 def validate_jobs(jobs: Iterable[PlannedJob]) -> None:
     """Reject what cannot run before anything runs: template syntax (with the position of
-    the job or step), reusable-workflow calls, and static matrices that break 5.12."""
+    the job or step) and static matrices that break 5.12. Calls of reusable workflows are
+    checked by ``reusable.resolve_calls``."""
     for planned in jobs:
         job = planned.job
         where = f"jobs.{planned.job_id}"
-        if job.uses is not None:
-            raise WorkflowError(
-                f"{where}: calling a reusable workflow ('uses') is not supported by exec",
-                job.mark,
-            )
         _check(msgspec.structs.replace(job, steps=[]), job.if_, where, job.mark)
         for step in job.steps:
             _check(step, step.if_, f"{where}.steps[{step.index}]", step.mark)
@@ -801,9 +805,11 @@ __all__ = [
     "PlannedJob",
     "aggregate_results",
     "build_stages",
+    "coerce_input",
     "declared_inputs",
     "default_workflows_path",
     "detect_event",
+    "display_path",
     "event_ref",
     "event_sha",
     "exec_github_context",
