@@ -32,7 +32,7 @@ from trio_runner.errors import ConfigError
 from trio_runner.executor.runner_env import runner_variables
 from trio_runner.labels import Platform
 from trio_runner.workflow import planner, reusable
-from trio_runner.workflow.expressions import ExpressionError
+from trio_runner.workflow.expressions import ExpressionError, to_string
 from trio_runner.workflow.model import Workflow, WorkflowError
 from trio_runner.workflow.reusable_fetch import remote_fetcher
 
@@ -212,6 +212,20 @@ class ExecPlan:
         jobs += [planned for called in self.calls.values() for planned in called.jobs]
         return jobs
 
+    def github_for(self, workflow: Workflow) -> dict[str, Any]:
+        """The run's ``github`` context for the jobs of ``workflow``. A workflow_dispatch
+        payload carries every input of that workflow, defaults included, as text (GitHub:
+        ``github.event.inputs`` is ``inputs`` with booleans as strings)."""
+        github = {**self.github, "workflow": workflow.name or workflow.file}
+        if self.event == "workflow_dispatch":
+            inputs = self.inputs.get(workflow.file, {})
+            event = github.get("event")
+            github["event"] = {
+                **(event if isinstance(event, dict) else {}),
+                "inputs": {name: to_string(value) for name, value in inputs.items()},
+            }
+        return github
+
     def contexts(
         self,
         planned: planner.PlannedJob,
@@ -224,7 +238,7 @@ class ExecPlan:
         context is the caller's)."""
         top = workflow or planned.workflow
         return {
-            "github": {**self.github, "workflow": top.name or top.file},
+            "github": self.github_for(top),
             "needs": needs,
             "vars": self.vars,
             "inputs": self.inputs[planned.workflow.file] if inputs is None else inputs,
@@ -255,8 +269,6 @@ def prepare(args: argparse.Namespace) -> ExecPlan:
         workflow.file: planner.resolve_inputs(workflow, event, given)
         for workflow in {planned.workflow.file: planned.workflow for planned in jobs}.values()
     }
-    if event == "workflow_dispatch" and "inputs" not in payload and given:
-        payload["inputs"] = dict(given)
     github = planner.exec_github_context(
         event, payload, planner.read_git_info(directory), actor_fallback=getpass.getuser()
     )

@@ -469,7 +469,10 @@ class ExecRun:
         return JobRequest(
             workflow=workflow,
             job_id=run.leg.job_id,
-            task_context={**plan.github, "workflow": run.frame.workflow(run.planned).file},
+            task_context={
+                **plan.github_for(run.frame.workflow(run.planned)),
+                "workflow": run.frame.workflow(run.planned).file,
+            },
             secrets=dict(run.frame.secrets),
             vars=dict(plan.vars),
             needs=self._needs_of(run.planned, run.frame),

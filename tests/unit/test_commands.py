@@ -145,6 +145,9 @@ def test_debug_rows() -> None:
         ("::error file=dir/a%25b.py,line=1,title=Oops::m", "::error::dir/a%25b.py:1: Oops: m"),
         ("::error title=50%25::m", "::error::50%25: m"),
         ("##[warning file=x.c;line=2]m%3B", "##[warning]x.c:2: m%3B"),
+        ("  ::Warning::indented", "::warning::indented"),
+        ("::NOTICE::loud%0Aline", "::notice::loud%0Aline"),
+        ("before ##[Error]v1", "##[error]v1"),
     ],
 )
 def test_annotations_rewritten(line: str, row: str) -> None:

@@ -463,7 +463,7 @@ def test_composite_action() -> None:
         ("runs: {using: composite}\n", "'steps' is required"),
         ("runs: {using: python}\n", "The runs.using key must be one of: [node12, node16"),
         ("name: x\n", "'runs' is required"),
-        ("runs: {using: composite, steps: [{run: x}]}\n", "must set 'shell'"),
+        ("runs: {using: composite, steps: [{run: x}]}\n", "Required property is missing: shell"),
         (
             "runs: {using: composite, steps: [{run: x, shell: sh, timeout-minutes: 1}]}\n",
             "unexpected",

@@ -1,10 +1,11 @@
-"""``uses`` steps: resolve, fetch and prepare actions, and run node, composite and docker ones.
+"""``uses`` steps: resolve, fetch and prepare actions; run node, go, composite and docker ones.
 
 Resolution follows workflow-execution 3.5 (``docker://``, ``./path``, URLs,
 ``owner/repo[/path]@ref``, ``$/path``); remote actions come from the on-disk action
 cache (``action_cache``) and are copied into ``<R>/actions/<sha256>/`` before they run.
 Inputs become ``INPUT_*`` variables (3.8); node actions run ``node`` with pre, main and
-post phases sharing their ``STATE_*`` (3.9, 2.9); composite actions run their steps in a
+post phases sharing their ``STATE_*`` (3.9, 2.9); go actions likewise, each phase's file
+built with ``go build`` in the action dir first (3.12); composite actions run their steps in a
 scope of their own (3.11); docker actions go to the environment's ``ContainerSteps``
 (3.10). ``exec`` may replace ``actions/checkout`` by a copy of the local directory (1.5).
 """
@@ -43,6 +44,7 @@ from trio_runner.executor.steps import (
     CompositeStatus,
     PhaseResult,
     Scope,
+    Start,
     StepCall,
     StepError,
 )
@@ -76,7 +78,12 @@ GITHUB = "https://github.com"
 _REMOTE = re.compile(r"^([^/@]+)/([^/@]+)(/([^@]*))?@(.+)$")
 _URL = re.compile(r"^(https?|ssh)://([^/]+)/(.*)$")
 _METADATA_FILES = ("action.yml", "action.yaml")
-_NODE_HINT = "node is required to run JavaScript actions"
+#: Actions whose ``runs.main``/``pre``/``post`` name files run by a tool on the job PATH.
+_SCRIPT_KINDS = ("node", "go")
+_RUNTIME_HINTS = {
+    "node": "node is required to run JavaScript actions",
+    "go": "go is required to build and run Go actions",
+}
 _CHECKOUT = "actions/checkout@"
 
 
@@ -221,7 +228,7 @@ async def evaluate_inputs(
 ) -> Inputs:
     """``with`` values, else declared defaults (evaluated), else empty."""
     result = Inputs()
-    given = {key: to_string(await runner.template(value, contexts)) for key, value in with_.items()}
+    given = {key: await runner.text(value, contexts) for key, value in with_.items()}
     declared = metadata.inputs if metadata is not None else {}
     by_lower = {name.lower(): name for name in declared}
     for key, value in given.items():
@@ -238,7 +245,7 @@ async def evaluate_inputs(
         if name.lower() in given_lower:
             value = given_lower[name.lower()]
         elif spec.default is not None:
-            value = to_string(await runner.template(spec.default, contexts))
+            value = await runner.text(spec.default, contexts)
             result.shown[name] = value
         else:
             value = ""
@@ -398,7 +405,7 @@ class ActionSteps:
             if step.uses is None:
                 continue
             try:
-                uses = to_string(await self.runner.template(step.uses, contexts))
+                uses = await self.runner.text(step.uses, contexts)
                 if self._skips_checkout(uses, step, contexts):
                     continue
                 ref = parse_uses(uses, self_repository=self._self_repository(self.runner.job_scope))
@@ -547,9 +554,9 @@ class ActionSteps:
         return failed
 
     async def _pre(self, call: StepCall, deadline: float) -> bool:
-        contexts = self.runner.contexts(self.runner.env_context(call.scope), call.scope)
+        contexts = self.runner.contexts(self.runner.env_context(call.scope), call.scope, call)
         try:
-            uses = to_string(await self.runner.template(call.step.uses, contexts))
+            uses = await self.runner.text(call.step.uses, contexts)
             ref = parse_uses(uses, self_repository=self._self_repository(call.scope))
         except EVALUATION_ERRORS:
             return False
@@ -562,7 +569,7 @@ class ActionSteps:
         runs = prepared.metadata.runs
         if prepared.kind == "composite":
             return await self._composite_pres(call, prepared, deadline)
-        if prepared.kind != "node" or not runs.pre:
+        if prepared.kind not in _SCRIPT_KINDS or not runs.pre:
             return False
         await self.runner.ensure_summary(call.summary)
         try:
@@ -578,7 +585,7 @@ class ActionSteps:
         if not holds:
             return False
         await self.ctx.log.write(f"{group_row(f'Pre Run {uses}')}\n::endgroup::")
-        result = await self._node(
+        result = await self._script(
             call, prepared, runs.pre, step_env, inputs, deadline, lambda: True
         )
         return result.outcome is Conclusion.FAILURE
@@ -629,7 +636,7 @@ class ActionSteps:
     ) -> PhaseResult:
         step = call.step
         assert step.uses is not None
-        uses = to_string(await self.runner.template(step.uses, contexts))
+        uses = await self.runner.text(step.uses, contexts)
         if call.scope is self.runner.job_scope and self._skips_checkout(uses, step, contexts):
             return await self._copy_checkout(call, uses, contexts)
         try:
@@ -642,25 +649,23 @@ class ActionSteps:
         for text in inputs.warnings:
             await self.ctx.log.write(warning_row(text))
         kind = prepared.kind
-        if kind == "node":
+        if kind in _SCRIPT_KINDS:
             assert prepared.metadata is not None and prepared.metadata.runs.main
-            result = await self._node(
+            result = await self._script(
                 call, prepared, prepared.metadata.runs.main, step_env, inputs, deadline,
                 self.runner.still_holds(call, contexts),
                 await self.runner.step_timeout(call, contexts),
             )  # fmt: skip
         elif kind == "composite":
             result = await self._composite(call, prepared, step_env, inputs, deadline)
-        elif kind == "docker":
+        else:
             result = await self._docker(
                 call, prepared, step_env, inputs, contexts, deadline, "main"
             )
-        else:
-            raise StepError(f"actions using '{kind}' are not supported ({uses})")
         self._register_post(call, prepared, step_env, inputs)
         return result
 
-    async def _node(
+    async def _script(
         self,
         call: StepCall,
         prepared: PreparedAction,
@@ -671,6 +676,11 @@ class ActionSteps:
         still_holds: Callable[[], bool],
         limit: float | None = None,
     ) -> PhaseResult:
+        """One phase of a node (3.9) or go (3.12) action; ``script`` is its main/pre/post.
+
+        Go actions are built first, in the action dir: ``go build -o <script>.out
+        <script>``; then the binary runs like a node script, from the workspace.
+        """
         runner, env_ = self.runner, self.ctx.env
         await self._copy_in(prepared)
         state = self.states.setdefault(call.script_name, {})
@@ -678,18 +688,34 @@ class ActionSteps:
         action = ActionEnv("", *_repository_and_ref(prepared))
         env = runner.process_env(layer, call.key, call.summary, call.scope, action)
         path = env.get("PATH") or env_.default_path
-        if not await runner.which("node", path):
+        tool = prepared.kind
+        if not await runner.which(tool, path):
             await self.ctx.log.write(
-                "\n".join([error_row("Cannot find: node in PATH"), error_row(_NODE_HINT)])
+                "\n".join(
+                    [error_row(f"Cannot find: {tool} in PATH"), error_row(_RUNTIME_HINTS[tool])]
+                )
             )
             return PhaseResult(Conclusion.FAILURE)
-        argv = ["node", f"{prepared.directory}/{script}"]
+        name = call.step.name or call.key
 
-        def start(output: OutputHandler) -> Awaitable[int]:
-            return env_.exec(argv, env=env, cwd=self.ctx.paths.workspace, output=output)
+        def process(argv: list[str], cwd: str) -> Start:
+            return lambda output: env_.exec(argv, env=env, cwd=cwd, output=output)
 
+        directory = prepared.directory
+        if tool == "go":
+            binary = f"{script}.out"
+            build = process(["go", "build", "-o", binary, script], directory)
+            built = await runner.execute(build, env, still_holds, limit, deadline, name)
+            if built.outcome is not Conclusion.SUCCESS:
+                await self.ctx.log.write(
+                    error_row(f"Unable to build '{script}' of the Go action '{prepared.uses}'")
+                )
+                return built
+            argv = [f"{directory}/{binary}"]
+        else:
+            argv = ["node", f"{directory}/{script}"]
         result = await runner.execute(
-            start, env, still_holds, limit, deadline, call.step.name or call.key
+            process(argv, self.ctx.paths.workspace), env, still_holds, limit, deadline, name
         )
         state.update(result.state)
         return result
@@ -750,7 +776,7 @@ class ActionSteps:
             if output.value is None:
                 continue
             try:
-                result.outputs[name] = to_string(await self.runner.template(output.value, contexts))
+                result.outputs[name] = await self.runner.text(output.value, contexts)
             except ExpressionError as exc:
                 await self.ctx.log.write(error_row(f"outputs.{name}: {exc}"))
                 scope.failed = True
@@ -813,11 +839,11 @@ class ActionSteps:
                 "post": runs.post_entrypoint,
             }[phase]
             if raw:
-                entry = shlex.split(to_string(await runner.template(raw, action_contexts)))
+                entry = shlex.split(await runner.text(raw, action_contexts))
         if with_.get("args"):
             args = shlex.split(with_["args"])
         elif runs is not None:
-            args = [to_string(await runner.template(arg, action_contexts)) for arg in runs.args]
+            args = [await runner.text(arg, action_contexts) for arg in runs.args]
         else:
             args = []
         runs_env = await runner.step_env(runs.env, action_contexts) if runs is not None else {}
@@ -881,7 +907,7 @@ class ActionSteps:
         runs = prepared.metadata.runs if prepared.metadata is not None else None
         if runs is None:
             return
-        if (prepared.kind == "node" and runs.post) or (
+        if (prepared.kind in _SCRIPT_KINDS and runs.post) or (
             prepared.kind == "docker" and runs.post_entrypoint
         ):
             call.scope.posts.append(_ActionPost(self, call, prepared, step_env, inputs))
@@ -892,7 +918,7 @@ class ActionSteps:
         assert prepared.metadata is not None
         runs = prepared.metadata.runs
         contexts = self.runner.contexts(
-            {**self.runner.env_context(call.scope), **step_env}, call.scope
+            {**self.runner.env_context(call.scope), **step_env}, call.scope, call
         )
         try:
             holds = await self._phase_condition(runs.post_if, contexts, prepared, inputs)
@@ -906,9 +932,9 @@ class ActionSteps:
         await self.ctx.log.write(f"{group_row(f'Post Run {prepared.uses}')}\n::endgroup::")
         deadline = trio.current_time() + _POST_BUDGET
         try:
-            if prepared.kind == "node":
+            if prepared.kind in _SCRIPT_KINDS:
                 assert runs.post
-                result = await self._node(
+                result = await self._script(
                     call, prepared, runs.post, step_env, inputs, deadline, lambda: True
                 )
             else:
@@ -926,7 +952,7 @@ class ActionSteps:
         self, call: StepCall, uses: str, contexts: dict[str, Any]
     ) -> PhaseResult:
         source = Path(self.request.checkout_source)
-        path = to_string(await self.runner.template(call.step.with_.get("path", ""), contexts))
+        path = await self.runner.text(call.step.with_.get("path", ""), contexts)
         target = (
             f"{self.ctx.paths.workspace}/{path}".rstrip("/") if path else self.ctx.paths.workspace
         )

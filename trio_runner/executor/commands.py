@@ -233,7 +233,7 @@ class CommandProcessor:
         if name in _VERBATIM:
             return [line]
         if name in _ANNOTATIONS:
-            return [self._annotation(line, command)]
+            return [self._annotation(command)]
         if name == "debug":
             return [line] if self.debug else []
         if name == "add-mask":
@@ -293,7 +293,7 @@ class CommandProcessor:
         return []
 
     @staticmethod
-    def _annotation(line: str, command: Command) -> str:
+    def _annotation(command: Command) -> str:
         """Fold file, position and title into the message; Gitea has no annotation store."""
         props = command.properties
         prefix = ""
@@ -306,8 +306,7 @@ class CommandProcessor:
             prefix += ": "
         if title := props.get("title"):
             prefix += f"{title}: "
-        if not prefix:
-            return line
+        # Always in the canonical form: Gitea's UI only knows `::warning::` at column 0.
         head = f"##[{command.name}]" if command.v1 else f"::{command.name}::"
         return head + escape_data(prefix) + command.raw_data
 

@@ -39,7 +39,6 @@ from trio_runner.workflow.expressions import (
     ExpressionError,
     evaluate_condition,
     interpolate,
-    to_string,
 )
 from trio_runner.workflow.model import Job, Workflow, step_display_name, step_keys
 
@@ -302,7 +301,7 @@ class JobRun:
                 hook = self.request.hook_job_completed
                 if hook and await runner_steps.run_hook(hook, "completed", _budget()):
                     self.failed = True
-                self._evaluate_outputs(base)
+                await self._evaluate_outputs(runner_steps, base)
             with trio.move_on_after(SUMMARY_BUDGET):
                 await publish_summaries(
                     env, self.log, self.masker, runner_steps.summary_path, len(steps),
@@ -396,12 +395,13 @@ class JobRun:
             return min(DEFAULT_JOB_TIMEOUT, limit)
         return min(minutes * 60.0, limit)
 
-    def _evaluate_outputs(self, base: Mapping[str, Any]) -> None:
+    async def _evaluate_outputs(self, runner: StepRunner, base: Mapping[str, Any]) -> None:
         contexts = {**base, "job": {**base["job"], "status": self.status.value}}
         for name, template in self.job.outputs.items():
             try:
-                value = to_string(interpolate(template, contexts))
-            except ExpressionError:
+                value = await runner.text(template, contexts)
+            except ExpressionError as exc:
+                await self.log.write(error_row(f"outputs.{name}: {exc}"))
                 self.failed = True
                 continue
             if not value:

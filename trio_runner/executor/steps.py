@@ -42,6 +42,7 @@ from trio_runner.workflow.expressions import (
     evaluate_condition,
     hash_files,
     interpolate,
+    render_template,
     to_string,
 )
 from trio_runner.workflow.model import Step, step_display_name
@@ -79,6 +80,13 @@ FILE_COMMANDS = {
 MAX_SCRIPT = 21000
 
 _T = TypeVar("_T")
+
+
+def start_failure(error: OSError) -> str:
+    """The error row text for a process that could not be started at all."""
+    reason = error.strerror or str(error)
+    where = f": '{error.filename}'" if error.filename else ""
+    return f"An error occurred trying to start the process: {reason}{where}"
 
 
 def _now() -> datetime:
@@ -202,6 +210,16 @@ class StepCall:
         return f"{self.scope.prefix}{self.key}"
 
 
+def render_text(
+    value: Any, contexts: Mapping[str, Any], *, hash_files: HashFilesHook | None = None
+) -> str:
+    """A template where a string is required: an array or object from a single segment
+    is an error (5.4), not ``Array``/``Object``."""
+    if isinstance(value, str):
+        return render_template(value, contexts, hash_files=hash_files)
+    return to_string(value)
+
+
 def evaluate_env(
     env: Mapping[str, str] | str,
     contexts: Mapping[str, Any],
@@ -214,7 +232,7 @@ def evaluate_env(
         if not isinstance(value, dict):
             raise StepError(f"env must evaluate to a mapping, got {to_string(value)!r}")
         return {str(k): to_string(v) for k, v in value.items()}
-    return {k: to_string(interpolate(v, contexts, hash_files=hash_files)) for k, v in env.items()}
+    return {k: render_text(v, contexts, hash_files=hash_files) for k, v in env.items()}
 
 
 Start = Callable[[OutputHandler], Awaitable[int]]
@@ -243,17 +261,33 @@ class StepRunner:
         extra = scope.env if scope is not None else {}
         return {**self.ctx.job_env, **self.ctx.exported_env, **extra}
 
-    def contexts(self, env_ctx: Mapping[str, str], scope: Scope | None = None) -> dict[str, Any]:
+    def contexts(
+        self, env_ctx: Mapping[str, str], scope: Scope | None = None, call: StepCall | None = None
+    ) -> dict[str, Any]:
+        """The contexts of an evaluation point; with ``call``, ``github`` also names the
+        step (``github.action``) and its file-command files (4.1)."""
         scope = scope or self.job_scope
         base = self.ctx.base_contexts
         job = {**base["job"], "status": self.ctx.run.status.value}
-        return {
+        contexts = {
             **base,
             **scope.overrides,
             "job": job,
             "env": dict(env_ctx),
             "steps": scope.steps,
         }
+        if call is not None:
+            github = {
+                **contexts["github"],
+                "action": call.key,
+                "env": self.file_path("ENV"),
+                "output": self.file_path("OUTPUT"),
+                "state": self.file_path("STATE"),
+                "path": self.file_path("PATH"),
+                "step_summary": call.summary,
+            }
+            contexts["github"] = contexts["gitea"] = github
+        return contexts
 
     async def evaluate(
         self,
@@ -280,6 +314,10 @@ class StepRunner:
 
     async def template(self, value: Any, contexts: Mapping[str, Any]) -> Any:
         return await self.evaluate(interpolate, value, contexts)
+
+    async def text(self, value: Any, contexts: Mapping[str, Any]) -> str:
+        """A template of a string field (``run``, ``shell``, ``with`` values, ...)."""
+        return await self.evaluate(render_text, value, contexts)
 
     async def step_env(
         self, value: Mapping[str, str] | str, contexts: Mapping[str, Any]
@@ -376,7 +414,7 @@ class StepRunner:
         log, step, scope = self.ctx.log, call.step, call.scope
         env_ctx = self.env_context(scope)
         try:
-            contexts = self.contexts(env_ctx, scope)
+            contexts = self.contexts(env_ctx, scope, call)
             step_env = await self.step_env(step.env, contexts)
             contexts["env"] = {**env_ctx, **step_env}
         except EVALUATION_ERRORS as exc:
@@ -403,7 +441,7 @@ class StepRunner:
             return False
         if value is True:
             return True
-        contexts = self.contexts(self.env_context(call.scope), call.scope)
+        contexts = self.contexts(self.env_context(call.scope), call.scope, call)
         try:
             return await self.condition(
                 str(value), contexts, call.scope.status, default_check=False
@@ -429,7 +467,7 @@ class StepRunner:
         self, call: StepCall, step_env: dict[str, str], contexts: dict[str, Any], deadline: float
     ) -> PhaseResult:
         ctx, step = self.ctx, call.step
-        script = to_string(await self.template(step.run, contexts))
+        script = await self.text(step.run, contexts)
         if len(script) > MAX_SCRIPT:
             raise StepError(
                 f"the script of step '{call.key}' is {len(script)} characters long after "
@@ -461,13 +499,13 @@ class StepRunner:
 
     async def _shell(self, call: StepCall, contexts: Mapping[str, Any]) -> str:
         if call.step.shell:
-            return to_string(await self.template(call.step.shell, contexts)).strip()
+            return (await self.text(call.step.shell, contexts)).strip()
         if call.scope.composite:
             return ""
         # Job defaults are templates; workflow defaults are taken literally (3.4).
         job_shell = self.ctx.run.job.defaults.shell
         if job_shell:
-            return to_string(await self.template(job_shell, contexts)).strip()
+            return (await self.text(job_shell, contexts)).strip()
         return (self.ctx.run.request.workflow.defaults.shell or "").strip()
 
     def _in_job_container(self) -> bool:
@@ -499,7 +537,7 @@ class StepRunner:
             )
         if not value:
             return self.ctx.paths.workspace
-        path = to_string(await self.template(value, contexts))
+        path = await self.text(value, contexts)
         if path.startswith("/"):
             return path
         return f"{self.ctx.paths.workspace}/{path}"
@@ -563,6 +601,7 @@ class StepRunner:
         )
         output = ctx.log.output(processor.feed)
         code: int | None = None
+        start_error: OSError | None = None
 
         def on_cancel() -> None:
             if not still_holds():
@@ -575,10 +614,17 @@ class StepRunner:
                 trio.move_on_at(deadline) as job_deadline,
                 trio.move_on_after(limit if limit is not None else float("inf")) as step_deadline,
             ):
-                code = await start(output.feed)
+                try:
+                    code = await start(output.feed)
+                except OSError as exc:
+                    # A missing working directory or executable fails the phase, not the job.
+                    start_error = exc
             await output.close()
         result = PhaseResult(Conclusion.SUCCESS)
-        if cancel_scope.cancelled_caught:
+        if start_error is not None:
+            await ctx.log.write(error_row(start_failure(start_error)))
+            result.outcome = Conclusion.FAILURE
+        elif cancel_scope.cancelled_caught:
             result.outcome = Conclusion.CANCELLED
         elif job_deadline.cancelled_caught:
             result.outcome = Conclusion.FAILURE
@@ -656,11 +702,7 @@ class StepRunner:
         def start(output: OutputHandler) -> Awaitable[int]:
             return ctx.env.exec(argv, env=env, cwd=ctx.paths.workspace, output=output)
 
-        try:
-            result = await self.execute(start, env, lambda: True, None, deadline, path)
-        except OSError as exc:
-            await ctx.log.write(error_row(f"Unable to run the job {which} hook: {exc}"))
-            result = PhaseResult(Conclusion.FAILURE)
+        result = await self.execute(start, env, lambda: True, None, deadline, path)
         await ctx.log.write("::endgroup::")
         return result.outcome is not Conclusion.SUCCESS
 
@@ -679,10 +721,13 @@ __all__ = [
     "PhaseResult",
     "PostPhase",
     "Scope",
+    "Start",
     "StepCall",
     "StepContext",
     "StepError",
     "StepRunner",
     "evaluate_env",
+    "render_text",
+    "start_failure",
     "step_display_name",
 ]

@@ -419,7 +419,7 @@ def _step(node: YNode, index: int, where: str, *, composite: bool) -> Step:
         _check_id(m.items["id"][1], step_id, f"{where}.id")
     shell = _opt_string(m, "shell", where)
     if composite and run_node is not None and not shell:
-        raise _fail("a run step of a composite action must set 'shell'", m, where)
+        raise _fail("Required property is missing: shell", m, where)
     uses = None if uses_node is None else _nonempty(uses_node, f"{where}.uses")
     coe, timeout = m.get("continue-on-error"), m.get("timeout-minutes")
     return Step(
