@@ -6,9 +6,11 @@ the variants taking turns so that a slow moment of the machine hits all of them;
 median wall time of a whole run (process start to exit, set-up and teardown included) is
 printed side by side with the difference to the host run. act runs only when it can do
 without a registry (``-P ubuntu-latest=<image> --pull=false``); otherwise the reason is
-printed. Usage (needs an engine: ``eval "$(scripts/container-engine.sh)"``)::
+printed. ``--trace`` adds one more container run with every engine call logged (start
+time since the command began, method, path, status, duration), to read the critical path
+from. Usage (needs an engine: ``eval "$(scripts/container-engine.sh)"``)::
 
-    .venv/bin/python bench/container_overhead.py [--runs 10] [--image IMAGE] [--no-act]
+    .venv/bin/python bench/container_overhead.py [--runs 10] [--image IMAGE] [--no-act] [--trace]
 """
 
 from __future__ import annotations
@@ -34,6 +36,41 @@ jobs:
 """
 TARGET = 0.5
 ACT = Path(sys.executable).parent / "act"
+ROOT = Path(__file__).resolve().parent.parent
+#: Python processes run as after an ordinary install: with their bytecode cached (kept
+#: out of the source tree), whatever PYTHONDONTWRITEBYTECODE says here.
+PYTHON_ENV = {
+    **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+    "PYTHONPYCACHEPREFIX": str(ROOT / ".bench-out" / "pycache"),
+}
+# Runs the command line with the engine client's DEBUG records (one per call, logged when
+# the call ends) and the job's output lines on stderr, stamped with milliseconds since
+# the command began (after interpreter start-up).
+TRACED = """
+import logging, sys, time
+started = time.time()
+class Stamp(logging.Formatter):
+    def format(self, record):
+        return f"{(record.created - started) * 1000:6.0f} ms  {record.getMessage()}"
+class Lines:
+    def __init__(self, out): self.out = out
+    def write(self, text):
+        for line in text.splitlines():
+            self.out.write(f"{(time.time() - started) * 1000:6.0f} ms  | {line}\\n")
+        return len(text)
+    def flush(self): self.out.flush()
+    def isatty(self): return False
+handler = logging.StreamHandler(sys.stderr)
+handler.setFormatter(Stamp())
+engine = logging.getLogger("trio_runner.backends")
+engine.setLevel(logging.DEBUG)
+engine.addHandler(handler)
+sys.stdout = Lines(sys.stderr)
+from trio_runner.cli import main
+code = main(sys.argv[1:])
+print("exit")
+sys.exit(code)
+"""
 
 
 def checkout(root: Path) -> Path:
@@ -48,7 +85,9 @@ def checkout(root: Path) -> Path:
 
 def timed(command: list[str], cwd: Path) -> float:
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command, cwd=cwd, env=PYTHON_ENV, capture_output=True, text=True, check=False
+    )
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         last = (done.stdout + done.stderr).strip().splitlines()[-1:] or [""]
@@ -81,6 +120,7 @@ def main() -> int:
     # act's default shell is bash, which the busybox image lacks.
     parser.add_argument("--image", default="trio-runner-test/bookworm:latest")
     parser.add_argument("--no-act", action="store_true", help="leave act's docker mode out")
+    parser.add_argument("--trace", action="store_true", help="print one run's engine calls")
     args = parser.parse_args()
     if not os.environ.get("DOCKER_HOST"):
         print('DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)"', file=sys.stderr)
@@ -116,6 +156,17 @@ def main() -> int:
         else:
             act_note = f"act's docker mode skipped: {problem}"
         results = medians(args.runs, variants)
+        if args.trace:
+            traced = [sys.executable, "-c", TRACED, "exec", "-C", str(directory)]
+            done = subprocess.run(
+                [*traced, "-i", args.image],
+                cwd=directory,
+                env=PYTHON_ENV,
+                capture_output=True,
+                text=True,
+            )
+            print(f"engine calls of one container run (exit status {done.returncode}):")
+            print(done.stderr.rstrip())
     host = results["trio-runner exec (host)"]
     print(f"median of {args.runs} runs of a one-step job (whole command, wall time)")
     width = max(len(name) for name in results)

@@ -61,3 +61,14 @@ async def test_background_child_holding_the_pipe_does_not_keep_the_step_running(
             assert await trio.Path(f"/proc/{child}").exists()
     assert code == 3
     assert lines[1] == "main done"
+
+
+async def test_job_context_carries_the_services_an_engine_runs(tmp_path: Path) -> None:
+    async with HostEnvironment.start(str(tmp_path)) as env:
+        assert env.job_context() == {"container": {"id": "", "network": ""}, "services": {}}
+        env.services = {"db": {"id": "abc", "network": "net", "ports": {"5432": "40001"}}}
+        context = env.job_context()
+        context["services"]["db"]["id"] = "changed by an expression"
+        assert env.job_context()["services"] == {
+            "db": {"id": "abc", "network": "net", "ports": {"5432": "40001"}}
+        }

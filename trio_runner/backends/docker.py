@@ -5,9 +5,13 @@ everything it created when the block exits for any reason: a shielded, time-boun
 teardown force-removes the containers, then the volumes and the network (2.11). Every
 object carries the runner's uuid, the task id and the job container's name as labels, so
 set-up and :func:`remove_leftovers` can clear what a killed runner left behind.
+:meth:`DockerEnvironment.start_services` does the same for the services alone, for a job
+that runs on the host (2.6, host mode).
 
 Engine round trips are the cost of a container job, so independent calls run side by
-side and ``which`` in a root container is answered from file stats rather than an exec.
+side, ``which`` in a root container is answered from file stats rather than an exec, the
+container's PATH and user come from the image rather than an inspect, and a step ends on
+its exit line (``step_exit``) rather than on the engine's end of stream and exit code.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from trio_runner.backends.docker_api import (
     EndpointSettings,
     EngineError,
     Health,
+    ImageConfig,
     NetworkingConfig,
     NotFoundError,
     PathStat,
@@ -64,6 +69,7 @@ from trio_runner.backends.docker_api import (
     tar_single_file,
     untar_single_file,
 )
+from trio_runner.backends.step_exit import STEP_WRAPPER, StepExit
 from trio_runner.backends.volume_files import NotLocal, VolumeFiles
 
 LABEL_RUNNER: Final = "com.gitea.runner.uuid"
@@ -84,12 +90,11 @@ STANDARD_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 SIGINT_GRACE = 7.5
 SIGTERM_GRACE = 2.5
 TEARDOWN_BUDGET = 60.0
+#: Where a host-mode job's services publish their ports.
+LOOPBACK: Final = "127.0.0.1"
 HEALTH_POLL_FIRST = 2.0
 HEALTH_POLL_MAX = 32.0
 
-# Runs a step as the leader of its own process group (exec processes start a session)
-# and records its pid, so cancellation can signal the whole group from a second exec.
-_STEP_WRAPPER = 'echo $$ > "$1" && shift && exec "$@"'
 _SIGNAL_GROUP = 'pid=$(cat "$1" 2>/dev/null) && kill -"$2" -"$pid" 2>/dev/null'
 # Absolute path of executable $1 on the PATH value $2, as a script: `command -v` returns
 # bare names for shell builtins. The value is an argument, not the script's own PATH, so
@@ -207,7 +212,13 @@ class DockerEnvironment:
     tool_cache = TOOL_CACHE_DIR
 
     def __init__(
-        self, api: DockerClient, job: JobSpec, settings: DockerSettings, setup_log: SetupLog
+        self,
+        api: DockerClient,
+        job: JobSpec,
+        settings: DockerSettings,
+        setup_log: SetupLog,
+        *,
+        services_only: bool = False,
     ) -> None:
         self.api = api
         self.job = job
@@ -215,6 +226,9 @@ class DockerEnvironment:
         self.workspace = job.workspace
         self.default_path = STANDARD_PATH
         self.container_id = ""
+        #: Only the job's services and their network, for a job on the host: no job
+        #: container or volumes; ports published on the loopback address (2.6, host mode).
+        self.services_only = services_only
         self.network = settings.network or f"{job.name}-{job.job_id}-network"
         self.services: dict[str, ServiceInfo] = {}
         self._log = setup_log
@@ -230,6 +244,8 @@ class DockerEnvironment:
         self._volumes: list[str] = []
         self._created_network = False
         self._mountpoints: dict[str, str] = {}
+        #: The configuration of each image this job pulled or found (``_ensure_image``).
+        self._images: dict[str, ImageConfig] = {}
         self._files = VolumeFiles()
         # `which` answers for this job; a miss is forgotten once a process ran (a step may
         # have installed the command).
@@ -243,15 +259,33 @@ class DockerEnvironment:
         cls, api: DockerClient, job: JobSpec, settings: DockerSettings, setup_log: SetupLog
     ) -> AsyncIterator[DockerEnvironment]:
         """Set the environment up; on exit remove all of it (shielded, bounded)."""
-        env = cls(api, job, settings, setup_log)
-        try:
-            await env._setup()
+        async with cls(api, job, settings, setup_log)._running() as env:
             yield env
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start_services(
+        cls, api: DockerClient, job: JobSpec, settings: DockerSettings, setup_log: SetupLog
+    ) -> AsyncIterator[dict[str, ServiceInfo]]:
+        """The services of a job that runs on the host (2.6): started, waited for and
+        removed like a container job's, on the job network (so that they reach each other
+        by their ids, as on GitHub), their ports published on 127.0.0.1 only. Yields
+        ``job.services`` by service id. ``job.image`` and ``job.workspace`` are unused."""
+        # The workspace of a host job is the host environment's; nothing of it is bound.
+        settings = msgspec.structs.replace(settings, bind_workdir_root="")
+        async with cls(api, job, settings, setup_log, services_only=True)._running() as env:
+            yield env.services
+
+    @contextlib.asynccontextmanager
+    async def _running(self) -> AsyncIterator[DockerEnvironment]:
+        try:
+            await self._setup()
+            yield self
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_BUDGET) as budget:
-                await env._teardown()
+                await self._teardown()
             if budget.cancelled_caught:
-                log.warning("teardown of %s ran out of time", job.name)
+                log.warning("teardown of %s ran out of time", self.job.name)
 
     # --- Environment protocol ---
 
@@ -280,13 +314,19 @@ class DockerEnvironment:
     ) -> int:
         self._which = {key: found for key, found in self._which.items() if found}
         pidfile = f"{TEMP_DIR}/.trio-runner-{secrets.token_hex(8)}.pid"
-        exec_id = await self.api.exec_create(
-            self.container_id, ["sh", "-c", _STEP_WRAPPER, "sh", pidfile, *argv], env=env, cwd=cwd
-        )
-        await _stream_until_ended(
-            lambda: self.api.exec_start(exec_id, output),
-            lambda ended: self._stop_group(pidfile, ended),
-        )
+        reading = trio.CancelScope()
+        step = StepExit(output, reading.cancel)
+        wrapped = ["sh", "-c", STEP_WRAPPER, "sh", pidfile, step.marker, *argv]
+        exec_id = await self.api.exec_create(self.container_id, wrapped, env=env, cwd=cwd)
+
+        async def read() -> None:
+            with reading:
+                await self.api.exec_start(exec_id, step.feed)
+            await step.flush()
+
+        await _stream_until_ended(read, lambda ended: self._stop_group(pidfile, ended))
+        if step.code is not None:
+            return step.code
         return await self.api.exec_exit_code(exec_id)
 
     async def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
@@ -476,7 +516,8 @@ class DockerEnvironment:
                     functools.partial(os.makedirs, self.workspace, exist_ok=True),
                 )
         await self._start_services(service_options)
-        await self._start_job_container([job_options, job_options_from_job])
+        if not self.services_only:
+            await self._start_job_container([job_options, job_options_from_job])
 
     async def _pull_images(
         self, service_options: Mapping[str, ContainerOptions], job_pull: str
@@ -491,7 +532,8 @@ class DockerEnvironment:
                         service.credentials,
                         service_options[service.id].pull,
                     )
-        await self._ensure_image(self.job.image, self.job.credentials, job_pull)
+        if not self.services_only:
+            await self._ensure_image(self.job.image, self.job.credentials, job_pull)
 
     async def _create_network(self) -> None:
         await self.api.network_create(
@@ -505,7 +547,10 @@ class DockerEnvironment:
     async def _ensure_image(
         self, ref: str, credentials: Credentials | None, pull_policy: str
     ) -> None:
-        present = await self.api.image_inspect(ref) is not None
+        info = await self.api.image_inspect(ref)
+        present = info is not None
+        if info is not None and info.config is not None:
+            self._images[ref] = info.config
         pinned = "@" in ref
         wanted = (
             pull_policy == "always"
@@ -526,6 +571,10 @@ class DockerEnvironment:
             if not present:
                 raise
             await self._log.warning(f"pulling {ref} failed, using the local image: {exc}")
+            return
+        pulled = await self.api.image_inspect(ref)
+        if pulled is not None and pulled.config is not None:
+            self._images[ref] = pulled.config
 
     async def _remove_same_names(self) -> None:
         """Leftovers of an earlier run of the same job (or task): containers first, as
@@ -547,7 +596,8 @@ class DockerEnvironment:
         async with _together() as nursery:
             for container in dependents:
                 nursery.start_soon(_remove_container, api, container)
-        await _remove_container(api, self.job.name)
+        if not self.services_only:
+            await _remove_container(api, self.job.name)
         async with _together() as nursery:
             for name in self._volume_names():
                 nursery.start_soon(api.volume_remove, name)
@@ -574,7 +624,8 @@ class DockerEnvironment:
                 image=service.image,
                 cmd=list(service.cmd) or None,
                 env=[f"{key}={value}" for key, value in service.env.items()],
-                working_dir=self.workspace,
+                # A host job's workspace is a path on the host, not in the container.
+                working_dir="" if self.services_only else self.workspace,
                 labels=dict(self._labels),
                 networking_config=self._endpoint(service.id),
             )
@@ -582,6 +633,11 @@ class DockerEnvironment:
             options = service_options[service.id]
             binds = self._socket_binds() + list(service.volumes) + options.volumes
             await self._finish_spec(spec, options, binds, [*service.ports, *options.ports])
+            if self.services_only:
+                # Reachable from the job's processes on this machine, and from no other.
+                for bindings in spec.host_config.port_bindings.values():
+                    for binding in bindings:
+                        binding.host_ip = LOOPBACK
             await self._create_and_start(names[service.id], spec)
         await self._report_stopped_services()
         await self._wait_for_health()
@@ -614,12 +670,15 @@ class DockerEnvironment:
             f"network: {self.network}\n::endgroup::"
         )
         self.container_id = await self._create_and_start(job.name, spec)
-        info = await self.api.container_inspect(self.container_id)
-        self.default_path = _path_of(info.config.env) or STANDARD_PATH
+        # The container's PATH and user follow from the image and the spec as the engine
+        # merges them, which saves an inspect round trip after the start.
+        image = self._images.get(job.image, ImageConfig())
+        self.default_path = _path_of(spec.env) or _path_of(image.env) or STANDARD_PATH
+        user = spec.user or image.user
         self._serve_files_locally(spec)
-        self._root_user = _is_root(info.config.user)
+        self._root_user = _is_root(user)
         if not self._root_user:
-            await self._fix_workspace_owner(info.config.user)
+            await self._fix_workspace_owner(user)
 
     def _serve_files_locally(self, spec: ContainerSpec) -> None:
         """Map the job's own volumes to their host directories when the engine is local."""
@@ -775,6 +834,8 @@ class DockerEnvironment:
         return {service.id: sanitize(self.job.name, service.id) for service in self.job.services}
 
     def _volume_names(self) -> list[str]:
+        if self.services_only:
+            return []
         env_volume = f"{self.job.name}-env"
         return [env_volume] if self.settings.bind_workdir_root else [self.job.name, env_volume]
 

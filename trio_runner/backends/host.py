@@ -58,6 +58,8 @@ class HostEnvironment:
         self.temp_dir = str(root / "tmp")
         self.tool_cache = str(tool_cache or root / "tool_cache")
         self.default_path = os.environ.get("PATH", os.defpath)
+        #: ``job.services``: the job's service containers, when an engine runs them (2.6).
+        self.services: dict[str, dict[str, Any]] = {}
         self._groups: set[int] = set()
 
     @classmethod
@@ -86,7 +88,10 @@ class HostEnvironment:
                 os.kill(pid, signal.SIGKILL)
 
     def job_context(self) -> dict[str, Any]:
-        return {"container": {"id": "", "network": ""}, "services": {}}
+        return {
+            "container": {"id": "", "network": ""},
+            "services": {key: dict(value) for key, value in self.services.items()},
+        }
 
     async def exec(
         self,

@@ -5,7 +5,8 @@ daemon and ``exec`` alike.
 evaluates ``runs-on``, ``jobs.<id>.container`` and ``services`` with the job's contexts,
 picks the platform (a job container image wins over the labels), and opens either a
 :class:`HostEnvironment` or a :class:`DockerEnvironment` built from the runner config.
-A set-up failure is written to the job log and fails the job (2.1).
+A host job's services run in the engine when one answers, else a warning says they were
+not started (2.6). A set-up failure is written to the job log and fails the job (2.1).
 
 The container modules (``docker``, ``docker_api`` and httpx under them) are imported only
 where a container job or an engine probe needs them: loading them costs about 50 ms,
@@ -218,16 +219,14 @@ async def _enter(
     else:
         image = (await _platform(run, runner, contexts)).image
     if image is None:
-        if run.job.services:
-            await run.log.write(
-                warning_row("services are not started for jobs that run on the host")
-            )
-        host: Environment = await stack.enter_async_context(
+        services = await _host_services(stack, run, runner, task, contexts)
+        host = await stack.enter_async_context(
             HostEnvironment.start(
                 runner.host_workdir,
                 shared_tool_cache=runner.config.runner.tool_cache_mode == "shared",
             )
         )
+        host.services = services
         return host
     from trio_runner.backends import docker_api
     from trio_runner.backends.docker import DockerEnvironment
@@ -242,6 +241,44 @@ async def _enter(
         DockerEnvironment.start(api, spec, docker_settings(config, task.task_id), JobLogSetup(run))
     )
     return docker
+
+
+async def _host_services(
+    stack: contextlib.AsyncExitStack,
+    run: JobRun,
+    runner: RunnerSide,
+    task: TaskIdentity,
+    contexts: Mapping[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Start a host job's services when an engine answers (2.6, host mode); they are
+    removed when ``stack`` closes. ``job.services`` of the job context."""
+    if not run.job.services:
+        return {}
+    from trio_runner.backends import docker_api
+    from trio_runner.backends.docker import DockerEnvironment
+
+    config = runner.config
+    spec = _job_spec(run, runner, task, "", None, contexts)
+    api = None
+    problem = f"no container engine answered within {ENGINE_PROBE_TIMEOUT:g} s"
+    with trio.move_on_after(ENGINE_PROBE_TIMEOUT):
+        try:
+            host = docker_api.resolve_docker_host(config.container.docker_host)
+            api = await stack.enter_async_context(docker_api.connect(host))
+        except docker_api.EngineError as exc:
+            problem = str(exc)
+    if api is None:
+        await run.log.write(warning_row(f"the job's services were not started: {problem}"))
+        return {}
+    started = await stack.enter_async_context(
+        DockerEnvironment.start_services(
+            api, spec, docker_settings(config, task.task_id), JobLogSetup(run)
+        )
+    )
+    return {
+        service_id: {"id": info.id, "network": info.network, "ports": dict(info.ports)}
+        for service_id, info in started.items()
+    }
 
 
 async def _platform(run: JobRun, runner: RunnerSide, contexts: Mapping[str, Any]) -> Platform:
