@@ -198,6 +198,37 @@ def default_actions_host(context_url: str, github_mirror: str, instance: str) ->
     return context_url or instance.rstrip("/") or GITHUB
 
 
+def clone_settings(
+    *,
+    context_url: str,
+    github_mirror: str,
+    instance: str,
+    token: str,
+    shallow: bool,
+    offline: bool,
+    insecure: bool,
+) -> tuple[str, CloneSettings]:
+    """The default actions host and how clones are made (3.6): the token goes only to the
+    Gitea instance and to a default host of its own, never to GitHub or its mirror; TLS
+    checks are skipped only towards the instance, and only when the runner is insecure."""
+    default_host = default_actions_host(context_url, github_mirror, instance)
+    instance_host = url_host(_with_scheme(instance)) if instance else ""
+    auth_hosts = {instance_host} if instance_host else set()
+    if context_url and context_url.rstrip("/") != GITHUB:
+        auth_hosts.add(url_host(_with_scheme(context_url)))
+    auth_hosts.discard("github.com")
+    if github_mirror:
+        auth_hosts.discard(url_host(_with_scheme(github_mirror)))
+    settings = CloneSettings(
+        shallow=shallow,
+        offline=offline,
+        token=token,
+        auth_hosts=frozenset(auth_hosts),
+        insecure_hosts=frozenset({instance_host} if insecure and instance_host else ()),
+    )
+    return default_host, settings
+
+
 def cache_key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -367,23 +398,14 @@ class ActionSteps:
         self.prepared: dict[str, PreparedAction] = {}
         #: STATE_* of each action step, by script name, from its earlier phases.
         self.states: dict[str, dict[str, str]] = {}
-        github = runner.ctx.github
-        instance = runner.ctx.run.request.instance_url
-        context_url = str(request.task_context.get("gitea_default_actions_url") or "")
-        self.default_host = default_actions_host(context_url, request.github_mirror, instance)
-        instance_host = url_host(_with_scheme(instance)) if instance else ""
-        auth_hosts = {instance_host} if instance_host else set()
-        if context_url and context_url.rstrip("/") != GITHUB:
-            auth_hosts.add(url_host(_with_scheme(context_url)))
-        auth_hosts.discard("github.com")
-        if request.github_mirror:
-            auth_hosts.discard(url_host(_with_scheme(request.github_mirror)))
-        self.settings = CloneSettings(
+        self.default_host, self.settings = clone_settings(
+            context_url=str(request.task_context.get("gitea_default_actions_url") or ""),
+            github_mirror=request.github_mirror,
+            instance=request.instance_url,
+            token=str(runner.ctx.github.get("token") or ""),
             shallow=request.action_shallow_clone,
             offline=request.actions_offline,
-            token=str(github.get("token") or ""),
-            auth_hosts=frozenset(auth_hosts),
-            insecure_hosts=frozenset({instance_host} if request.insecure and instance_host else ()),
+            insecure=request.insecure,
         )
         self.cache_dir = Path(request.action_cache_dir or "~/.cache/act").expanduser()
 

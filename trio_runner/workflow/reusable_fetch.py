@@ -16,14 +16,6 @@ from trio_runner.config import Config
 from trio_runner.workflow.planner import PlanError
 from trio_runner.workflow.reusable import FetchRepository, RemoteWorkflowRef
 
-GITHUB = "https://github.com"
-
-
-def _host(url: str) -> str:
-    from trio_runner.executor.action_cache import url_host
-
-    return url_host(url if "://" in url else f"https://{url}")
-
 
 def remote_fetcher(
     config: Config, cache_dir: str, default_actions_url: str, instance_url: str, token: str
@@ -35,22 +27,18 @@ def remote_fetcher(
     def fetch(reference: RemoteWorkflowRef) -> Path:
         import trio
 
-        from trio_runner.executor.action_cache import ActionFetchError, CloneSettings, clone_action
-        from trio_runner.executor.actions import default_actions_host
+        from trio_runner.executor.action_cache import ActionFetchError, clone_action
+        from trio_runner.executor.actions import clone_settings
 
         runner = config.runner
-        default_host = default_actions_host(default_actions_url, runner.github_mirror, instance_url)
-        auth_hosts = {_host(instance_url)} if instance_url else set()
-        if default_actions_url.rstrip("/") != GITHUB:
-            auth_hosts.add(_host(default_actions_url))
-        auth_hosts -= {"github.com", _host(runner.github_mirror) if runner.github_mirror else ""}
-        instance_host = _host(instance_url) if instance_url else ""
-        settings = CloneSettings(
+        default_host, settings = clone_settings(
+            context_url=default_actions_url,
+            github_mirror=runner.github_mirror,
+            instance=instance_url,
+            token=token,
             shallow=runner.action_shallow_clone,
             offline=config.cache.offline_mode,
-            token=token,
-            auth_hosts=frozenset(auth_hosts),
-            insecure_hosts=frozenset({instance_host} if runner.insecure and instance_host else ()),
+            insecure=runner.insecure,
         )
         url = reference.clone_url(default_host)
         directory = Path(cache_dir or "~/.cache/act").expanduser() / reference.cache_key
