@@ -8,14 +8,12 @@ import os
 import signal
 import subprocess
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 import trio
 
-from tests.fake_gitea.app import serve_fake_gitea
 from tests.fake_gitea.state import FakeGitea
 from tests.integration.runner_process import (
     register_locally,
@@ -35,12 +33,6 @@ def workflow(*steps: str, job: str = "build", extra: str = "") -> str:
         f"name: ci\non: push\n{extra}jobs:\n  {job}:\n    runs-on: ubuntu-latest\n"
         f"    steps:\n{body}\n"
     )
-
-
-@pytest.fixture
-async def gitea() -> AsyncIterator[FakeGitea]:
-    async with serve_fake_gitea() as fake:
-        yield fake
 
 
 def has_row(text: str) -> Callable[[list[tuple[datetime, str]]], bool]:

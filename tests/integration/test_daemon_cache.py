@@ -4,13 +4,11 @@ however the task ends (success, failure, server cancel, timeout, shutdown)."""
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fake_gitea.app import serve_fake_gitea
 from tests.fake_gitea.state import FakeGitea
 from tests.integration.runner_process import register_locally, start_runner, write_config
 from trio_runner.gitea.messages import Result
@@ -37,12 +35,6 @@ def job(*after_probe: str, extra: str = "") -> str:
         "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n"
         f"{extra}    steps:\n{probe}{''.join(steps)}"
     )
-
-
-@pytest.fixture
-async def gitea() -> AsyncIterator[FakeGitea]:
-    async with serve_fake_gitea() as fake:
-        yield fake
 
 
 async def lookup_status(url: str, token: str) -> int:

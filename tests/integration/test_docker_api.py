@@ -26,12 +26,6 @@ BUSYBOX = "trio-runner-test/busybox:latest"
 
 
 @pytest.fixture
-async def engine() -> AsyncIterator[DockerClient]:
-    async with docker_api.connect(os.environ["DOCKER_HOST"]) as client:
-        yield client
-
-
-@pytest.fixture
 async def container(engine: DockerClient) -> AsyncIterator[str]:
     labels = {"trio-runner-test": secrets.token_hex(4)}
     spec = ContainerSpec(image=BUSYBOX, entrypoint=["/bin/sleep", "600"], labels=labels)

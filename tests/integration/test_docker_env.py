@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -62,12 +61,6 @@ class Output:
     async def wait_for(self, text: bytes) -> None:
         while text not in self.data:
             await self.changed.wait()
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[DockerClient]:
-    async with docker_api.connect(os.environ["DOCKER_HOST"]) as client:
-        yield client
 
 
 def job_spec(image: str = BUSYBOX, **overrides: object) -> JobSpec:

@@ -13,7 +13,6 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -52,12 +51,6 @@ class Collected:
 
     async def __call__(self, chunk: bytes) -> None:
         self.data.extend(chunk)
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[DockerClient]:
-    async with docker_api.connect(os.environ["DOCKER_HOST"]) as client:
-        yield client
 
 
 def job_spec(image: str, options: str = "") -> JobSpec:

@@ -12,13 +12,11 @@ import secrets
 import signal
 import sys
 import tarfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.fake_gitea.app import serve_fake_gitea
 from tests.fake_gitea.state import FakeGitea, Row
 from tests.integration.runner_process import (
     interrupt_when,
@@ -26,7 +24,6 @@ from tests.integration.runner_process import (
     start_runner,
     write_config,
 )
-from trio_runner.backends import docker_api
 from trio_runner.backends.docker import (
     LABEL_JOB_CONTAINER,
     LABEL_RUNNER,
@@ -54,18 +51,6 @@ CMD ["httpd", "-f", "-p", "5432", "-h", "/www"]
 """
 LABELS = [f"ubuntu-latest:docker://{BOOKWORM}", f"busybox:docker://{BUSYBOX}"]
 WAIT = 120.0
-
-
-@pytest.fixture
-async def gitea() -> AsyncIterator[FakeGitea]:
-    async with serve_fake_gitea() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[DockerClient]:
-    async with docker_api.connect(os.environ["DOCKER_HOST"]) as client:
-        yield client
 
 
 async def owned(engine: DockerClient, runner_uuid: str) -> list[str]:

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.fake_gitea.app import serve_fake_gitea
 from tests.fake_gitea.state import FakeGitea
 from tests.integration.test_docker_jobs import (
     SERVICE_IMAGE,
@@ -28,7 +26,6 @@ from tests.integration.test_docker_jobs import (
     run,
     run_task,
 )
-from trio_runner.backends import docker_api
 from trio_runner.backends.docker import (
     LABEL_JOB_CONTAINER,
     DockerEnvironment,
@@ -56,18 +53,6 @@ FETCH = (
     "else: sys.exit(1)\" ${{ job.services.db.ports['5432'] }}"
 )
 SERVICES = f"    services:\n      db:\n        image: {SERVICE_IMAGE}\n        ports: ['5432']\n"
-
-
-@pytest.fixture
-async def gitea() -> AsyncIterator[FakeGitea]:
-    async with serve_fake_gitea() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[DockerClient]:
-    async with docker_api.connect(os.environ["DOCKER_HOST"]) as client:
-        yield client
 
 
 class _Log:
