@@ -47,11 +47,12 @@ from trio_runner.exec_output import ExecOutput, JobSummary
 from trio_runner.executor.actions import always_copied_checkout, job_settings
 from trio_runner.executor.job import JobControl, JobRequest, JobRun, Need
 from trio_runner.executor.runner_env import CacheAccess, cache_variables, proxy_passwords
+from trio_runner.executor.sink import Conclusion
 from trio_runner.labels import Platform
 from trio_runner.workflow import planner, reusable
 from trio_runner.workflow.contexts import jobs_context, strategy_context
 from trio_runner.workflow.expressions import ExpressionError, render_template
-from trio_runner.workflow.model import Workflow, WorkflowError, step_display_name
+from trio_runner.workflow.model import Job, Workflow, WorkflowError, step_display_name
 
 if TYPE_CHECKING:
     from trio_runner.cache.server import CacheService
@@ -278,8 +279,7 @@ class ExecRun:
             contexts = self.plan.contexts(planned, needs, frame.inputs, frame.workflow(planned))
             try:
                 if not planner.job_condition(planned.job, contexts):
-                    self.output.message(label, "Skipped: the job condition is false")
-                    self._unrun(planned, label, order, frame, planner.RESULT_SKIPPED)
+                    self._skip(planned, label, order, frame, contexts)
                     return
                 leg_plan = planner.plan_legs(planned, contexts, self._filters(frame))
             except (WorkflowError, ExpressionError) as exc:
@@ -316,6 +316,25 @@ class ExecRun:
         """A job that ran no leg: its result for dependants and the summary."""
         frame.needs[planned.key] = Need(result=result)
         self._record(planned, label, (*order, 0), frame, result, 0.0)
+
+    def _skip(
+        self,
+        planned: planner.PlannedJob,
+        label: str,
+        order: tuple[int, ...],
+        frame: _Frame,
+        contexts: dict[str, Any],
+    ) -> None:
+        """A job whose ``if`` is false: reported like the daemon reports it (2.2), every
+        step skipped, then recorded as skipped for dependants and the summary."""
+        now = datetime.now(UTC)
+        self.output.job_started(label, now)
+        self.output.message(label, "Skipping job: the job condition is false")
+        sink = self.output.job_sink(label, self._step_names(planned.job, {}, contexts))
+        for index in range(len(planned.job.steps)):
+            sink.step_finished(index, Conclusion.SKIPPED, now)
+        self.output.job_finished(label, planner.RESULT_SKIPPED, 0.0)
+        self._unrun(planned, label, order, frame, planner.RESULT_SKIPPED)
 
     def _record(
         self,
@@ -366,7 +385,7 @@ class ExecRun:
             request = self._request(run, token)
             job_run = JobRun(
                 request,
-                self.output.job_sink(label, self._step_names(leg, run.contexts)),
+                self.output.job_sink(label, self._step_names(leg.job, leg.matrix, run.contexts)),
                 control,
             )
             started = trio.current_time()
@@ -490,11 +509,11 @@ class ExecRun:
         """The direct needs of a job; all of them finished in earlier stages."""
         return {need: frame.needs[(planned.workflow.file, need)] for need in planned.job.needs}
 
-    def _step_names(self, leg: planner.Leg, contexts: dict[str, Any]) -> list[str]:
+    def _step_names(self, job: Job, matrix: dict[str, Any], contexts: dict[str, Any]) -> list[str]:
         """Step names for the terminal; templates that need step state stay as written."""
-        leg_contexts = {**contexts, "matrix": leg.matrix}
+        leg_contexts = {**contexts, "matrix": matrix}
         names = []
-        for step in leg.job.steps:
+        for step in job.steps:
             name = step_display_name(step)
             if step.name and "${{" in step.name:
                 with contextlib.suppress(ExpressionError):

@@ -6,8 +6,6 @@ they are reached through ``file://`` URLs or a dumb-HTTP server on 127.0.0.1.
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import subprocess
 import sys
@@ -25,11 +23,11 @@ from tests.integration.runner_process import (
     start_runner,
     write_config,
 )
+from tests.integration.step_rows import Steps, exec_steps, json_events, same_paths, task_steps
 from tests.integration.test_exec import STARTED, exec_env, run_exec
 from trio_runner.gitea.messages import Result
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows" / "actions"
-JOB_DIR = re.compile(r"/[^\s\"']*/[0-9a-f]{16}/")
 
 
 @pytest.fixture
@@ -209,27 +207,15 @@ def test_job_hooks_run_around_the_steps(tmp_path: Path) -> None:
 # --- the same workflows through the daemon ---------------------------------------------
 
 
-def exec_steps(name: str, repos: Path, work: Path) -> tuple[list[str], list[list[str]]]:
-    """Step results and each step's rows of an ``exec --json`` run."""
-    done = run_actions(name, repos, work, "--json")
-    events = [json.loads(line) for line in done.stdout.splitlines()]
-    results = [e["result"] for e in events if e["type"] == "step_finished"]
-    step_rows: list[list[str]] = [[] for _ in results]
-    for event in events:
-        if event["type"] == "row" and event["step"] is not None:
-            step_rows[event["step"]].append(event["content"])
-    return results, step_rows
-
-
-def same_paths(lines: list[str]) -> list[str]:
-    """Rows with the per-job directory (``<workdir>/<16 hex>/``) made comparable."""
-    return [JOB_DIR.sub("<job>/", line) for line in lines]
+def actions_steps(name: str, repos: Path, work: Path) -> Steps:
+    """Step results and each step's rows of an ``exec --json`` run of one workflow."""
+    return exec_steps(json_events(run_actions(name, repos, work, "--json").stdout))
 
 
 @pytest.mark.parametrize("name", ["node.yml", "composite.yml"])
 async def test_daemon_gives_the_same_steps_as_exec(name: str, repos: Path, tmp_path: Path) -> None:
     expected_results, expected_rows = await trio.to_thread.run_sync(
-        exec_steps, name, repos, tmp_path / "exec-work"
+        actions_steps, name, repos, tmp_path / "exec-work"
     )
     async with serve_fake_gitea() as gitea:
         register_locally(gitea, tmp_path, ["ubuntu-latest:host"])
@@ -244,9 +230,9 @@ async def test_daemon_gives_the_same_steps_as_exec(name: str, repos: Path, tmp_p
             assert await runner.wait() == 0
         record = gitea.task(task_id)
         assert gitea.violations == [] and record.violations == []
-    assert [step.status for step in record.steps] == expected_results
-    for step, rows_of_step in zip(record.steps, expected_rows, strict=True):
-        got = record.contents[step.log_index : step.log_index + step.log_length]
+    results, step_rows = task_steps(record)
+    assert results == expected_results
+    for got, rows_of_step in zip(step_rows, expected_rows, strict=True):
         assert same_paths(got) == same_paths(rows_of_step)
     setup = record.contents[: record.steps[0].log_index]
     assert any(row.startswith("Download action repository 'acme/") for row in setup)

@@ -72,8 +72,10 @@ def test_failed_job_fails_the_run_and_skips_dependants(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "[failure/broken]   | Error: app.py:3: something broke" in out
     assert "Failure - Run echo" in out
-    assert "[failure/dependant] Skipped: the job condition is false" in out
-    assert "dependant must not run" not in out
+    assert "[failure/dependant] Skipping job: the job condition is false" in out
+    # Its step is listed as skipped, and never printed anything.
+    assert 'Skipped - Run echo "dependant must not run"' in out
+    assert "| dependant must not run" not in out
     assert "[failure/cleanup]   | cleanup saw failure" in out
     assert "Result: Failure" in out
 

@@ -126,8 +126,8 @@ def test_failing_called_job_fails_the_caller_and_skips_dependants(tmp_path: Path
     done = run_exec(repo, tmp_path / "work")
     out = done.stdout
     assert done.returncode == 1
-    assert "[failing/call / later] Skipped: the job condition is false" in out
-    assert "[failing/dependant] Skipped: the job condition is false" in out
+    assert "[failing/call / later] Skipping job: the job condition is false" in out
+    assert "[failing/dependant] Skipping job: the job condition is false" in out
     assert "must not run\n" not in out.replace('echo "', "")
     assert "[failing/report]   | report saw failure" in out
     assert summary_rows(out) == {
