@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,8 +12,10 @@ import pytest
 import trio
 import trio.testing
 
+from trio_runner.cache import store as store_module
+from trio_runner.cache.index import Entry, EntryIndex
 from trio_runner.cache.settings import EvictionPolicy
-from trio_runner.cache.store import IN_USE_GRACE_MS, Store, StoreError, _prefix_upper_bound
+from trio_runner.cache.store import IN_USE_GRACE_MS, Blob, Store, StoreError, read_blob
 
 
 async def body(data: bytes) -> AsyncIterator[bytes]:
@@ -28,6 +32,7 @@ async def save(store: Store, key: str, data: bytes, repo: str = "o/r", version: 
 
 
 def age(store: Store, entry_id: int, millis: int) -> None:
+    store.write_stamps()
     store.conn.execute("UPDATE entries SET used_at = used_at - ? WHERE id = ?", (millis, entry_id))
 
 
@@ -39,14 +44,6 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
-
-
-@pytest.mark.parametrize(
-    ("prefix", "bound"),
-    [("ab", "ac"), ("a\U0010ffff", "b"), ("\U0010ffff", None), ("a\ud7ff", "a\ue000"), ("", None)],
-)
-def test_prefix_upper_bound(prefix: str, bound: str | None) -> None:
-    assert _prefix_upper_bound(prefix) == bound
 
 
 async def test_prefix_matching_is_literal_and_handles_unicode(store: Store) -> None:
@@ -111,19 +108,27 @@ async def test_sweep_never_deletes_a_blob_being_read(store: Store) -> None:
     assert not store.blob_path(entry_id).exists()
 
 
-async def test_superseded_duplicates_are_removed(store: Store) -> None:
+async def test_superseded_duplicates_are_removed(tmp_path: Path) -> None:
+    policy = EvictionPolicy(min_free_disk=0)
+    store = Store(tmp_path, policy)
+    await store.open()
     older = await save(store, "k", b"1")
-    newer = await store.reserve("o/r", "k2", "v", 1, api=1)
-    # simulate a duplicate written by another server: same (repo, key, version)
-    store.conn.execute("UPDATE entries SET key = 'k' WHERE id = ?", (newer,))
-    entry = await store.reservation(newer, "o/r")
-    await store.write_part(entry, 0, 0, 1, body(b"2"))
-    await store.commit(entry, 1)
-    age(store, older, IN_USE_GRACE_MS + 1)
-    await store.sweep()
-    found = await store.find("o/r", ["k"], "v")
-    assert found is not None and found.id == newer
-    assert not store.blob_path(older).exists()
+    newer = await save(store, "k2", b"2")
+    await store.close()
+    # a duplicate written by another server: same (repo, key, version)
+    with contextlib.closing(sqlite3.connect(tmp_path / "cache.sqlite3")) as conn:
+        conn.execute("UPDATE entries SET key = 'k' WHERE id = ?", (newer,))
+        conn.commit()
+    store = Store(tmp_path, policy)
+    await store.open()
+    try:
+        age(store, older, IN_USE_GRACE_MS + 1)
+        await store.sweep()
+        found = await store.find("o/r", ["k"], "v")
+        assert found is not None and found.id == newer
+        assert not store.blob_path(older).exists()
+    finally:
+        await store.close()
 
 
 async def test_reopen_reconciles_leftovers(tmp_path: Path) -> None:
@@ -196,3 +201,93 @@ async def test_blob_of_the_wrong_size_counts_as_lost(store: Store) -> None:
     await trio.to_thread.run_sync(os.truncate, store.blob_path(entry_id), 0)
     assert await store.find("o/r", ["k"], "v") is None
     assert await store.list_key("o/r", "k") == []
+
+
+async def test_a_lookup_protects_its_entry_until_the_stamp_is_written(store: Store) -> None:
+    entry_id = await save(store, "k", b"data")
+    age(store, entry_id, 10 * 24 * 3600 * 1000)
+    # the hit's stamp waits in memory; the sweep must see it
+    assert await store.find("o/r", ["k"], "v") is not None
+    await store.sweep()
+    assert store.blob_path(entry_id).exists()
+    store.write_stamps()
+    (used_at,) = store.conn.execute(
+        "SELECT used_at FROM entries WHERE id = ?", (entry_id,)
+    ).fetchone()
+    assert used_at > store_module.now_ms() - IN_USE_GRACE_MS
+
+
+async def test_reopen_drops_a_blob_of_the_wrong_size(tmp_path: Path) -> None:
+    policy = EvictionPolicy(min_free_disk=0)
+    store = Store(tmp_path, policy)
+    await store.open()
+    entry_id = await save(store, "k", b"0123456789")
+    await store.close()
+    os.truncate(store.blob_path(entry_id), 4)
+    store = Store(tmp_path, policy)
+    await store.open()
+    try:
+        assert await store.find("o/r", ["k"], "v") is None
+        assert not store.blob_path(entry_id).exists()
+    finally:
+        await store.close()
+
+
+async def test_a_blob_lost_while_serving_is_dropped_by_its_download(store: Store) -> None:
+    entry_id = await save(store, "k", b"data")
+    store.blob_path(entry_id).unlink()
+    with pytest.raises(StoreError) as lost:
+        async with store.open_blob(entry_id):
+            pass
+    assert lost.value.status == 404
+    assert await store.list_key("o/r", "k") == []
+
+
+@pytest.mark.parametrize("cached", [True, False])
+async def test_download_reads_cached_and_uncached_bytes(
+    store: Store, monkeypatch: pytest.MonkeyPatch, cached: bool
+) -> None:
+    data = os.urandom(3 * store_module.READ_CHUNK + 5)
+    entry_id = await save(store, "k", data)
+    if not cached:
+        monkeypatch.setattr(store_module, "_read_cached", lambda fd, into, position: 0)
+    received: list[bytes] = []
+
+    async def deliver(chunk: bytes) -> None:
+        assert isinstance(chunk, bytes)
+        received.append(chunk)
+
+    async with store.open_blob(entry_id, read_ahead=7) as blob:
+        assert isinstance(blob, Blob)
+        await read_blob(blob, 7, blob.size - 3, deliver)
+    assert b"".join(received) == data[7:-3]
+
+
+def test_index_matches_like_the_spec() -> None:
+    index = EntryIndex()
+
+    def entry(entry_id: int, key: str, created: int, complete: bool = True) -> Entry:
+        return Entry(entry_id, "o/r", key, "v", 1, complete, created, created)
+
+    index.load([entry(1, "p_a_b_c", 1), entry(2, "p_a_b", 2), entry(3, "p_a", 3)])
+    index.put(entry(4, "p_a_b_d", 4, complete=False))
+    assert index.match("o/r", ["p_a_b", "p_a"], "v").id == 2  # type: ignore[union-attr]
+    assert index.match("o/r", ["p_a_"], "v").id == 2  # type: ignore[union-attr]
+    assert index.match("o/r", ["p_a_b_d"], "v") is None  # incomplete: never found
+    assert (
+        index.match(
+            "o/r",
+            ["p"],
+            "v",
+        ).id
+        == 3
+    )  # type: ignore[union-attr]
+    assert index.match("o/other", ["p"], "v") is None
+    assert index.match("o/r", ["p"], "w") is None
+    index.put(entry(4, "p_a_b_d", 5))
+    assert index.match("o/r", ["p_a_b"], "v").id == 2  # type: ignore[union-attr]
+    assert index.match("o/r", ["p_a_b_"], "v").id == 4  # type: ignore[union-attr]
+    index.drop(3)
+    index.drop(2)
+    assert index.match("o/r", ["p_a_b", "x"], "v").id == 4  # type: ignore[union-attr]
+    assert len(index) == 2

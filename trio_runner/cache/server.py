@@ -174,7 +174,7 @@ async def run_cache_server(
             binds: list[str] = await nursery.start(partial(serve, app, config))
             port = binds[0].rsplit(":", 1)[1]
             state.base_url = f"http://{_url_host(host)}:{port}"
-            nursery.start_soon(store.run_sweeps)
+            nursery.start_soon(store.run_background)
             task_status.started(CacheService(state.base_url + "/", state))
     finally:
         with trio.CancelScope(shield=True):

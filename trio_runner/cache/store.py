@@ -13,12 +13,18 @@ Layout under the cache dir (spec 10.2):
   marked ranges count. v2 uses ``blob`` (single shot), ``block-<sha256 of block id>`` and
   ``blocklist.json``. Names never derive from keys, versions, repositories or block ids.
 
-SQLite runs on one connection in worker threads: behind a limiter of one for plain
-queries, and under a lock, so that a hop doing file work (the last write of a body, a
-download's open) can stamp ``used_at`` in the same hop. Each request makes as few hops
-as it can (a small v1 part: two), since for small entries the hops, not the bytes, are the
-cost. In-memory state (readers, writers, in-flight part ranges) is only touched on the
-trio thread, which is what makes the check-then-mark sequences atomic.
+SQLite runs on one connection in worker threads, behind a limiter of one and under a
+lock. Every row is mirrored in an :class:`~.index.EntryIndex`, changed in the same locked
+step as SQLite, so matching and reservation checks need no hop; each request makes as few
+hops as it can (a small entry: one each for reserve, part, commit, lookup and download),
+since for small entries the hops, not the bytes, are the cost. Other in-memory state (readers,
+writers, in-flight part ranges) is only touched on the trio thread, which is what makes the
+check-then-mark sequences atomic.
+
+``used_at`` stamps (every lookup hit, download, upload write) are kept in memory and
+written in one transaction at most ``STAMP_INTERVAL`` later, before any query that selects
+or orders by ``used_at`` (sweeps, evictions), and at close; a reserve and the in-use test
+compare with the pending stamp. So stamping needs neither a hop nor a transaction.
 
 An upload body is written in batches of about ``WRITE_BUFFER`` bytes; while one batch is
 written by a worker thread the next one is received, and no more, so a body in transit
@@ -28,12 +34,14 @@ holds at most two batches here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -44,7 +52,10 @@ from typing import BinaryIO, TypeVar
 
 import trio
 
+from trio_runner.cache.index import Entry, EntryIndex
 from trio_runner.cache.settings import EvictionPolicy
+
+__all__ = ["Entry", "Store", "StoreError"]
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +71,13 @@ MAX_BLOCKS = 50_000
 WRITE_BUFFER = 512 * 1024
 #: iovecs per pwritev call, well under IOV_MAX (1024 on Linux)
 _MAX_PIECES = 256
-#: Bytes per download read: each costs a worker-thread hop and a trip through hypercorn.
+#: Bytes per download read: each is a trip through hypercorn (and a worker-thread hop when
+#: they are not in the page cache).
 READ_CHUNK = 2 * 1024 * 1024
+#: Seconds a ``used_at`` stamp may wait in memory before it is written to SQLite.
+STAMP_INTERVAL = 1.0
+#: ``preadv`` flag for "only what is cached" (Linux); None where the platform lacks it
+_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -92,18 +108,6 @@ class StoreError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    id: int
-    repo: str
-    key: str
-    version: str
-    size: int
-    complete: bool
-    created_at: int
-    used_at: int
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -112,19 +116,9 @@ def _entry(row: Sequence[object]) -> Entry:
     id_, repo, key, version, size, complete, created, used = row
     assert isinstance(id_, int) and isinstance(size, int)
     assert isinstance(created, int) and isinstance(used, int)
-    return Entry(id_, str(repo), str(key), str(version), size, bool(complete), created, used)
-
-
-def _prefix_upper_bound(prefix: str) -> str | None:
-    """Smallest string greater than every string starting with ``prefix`` (code-point order,
-    which is SQLite's binary order on UTF-8), so a prefix lookup is an index range scan."""
-    for cut in range(len(prefix) - 1, -1, -1):
-        code = ord(prefix[cut]) + 1
-        if 0xD800 <= code <= 0xDFFF:
-            code = 0xE000
-        if code <= 0x10FFFF:
-            return prefix[:cut] + chr(code)
-    return None
+    # Interned: the index holds every row, and repositories and versions repeat.
+    repo, version = sys.intern(str(repo)), sys.intern(str(version))
+    return Entry(id_, repo, str(key), version, size, bool(complete), created, used)
 
 
 def block_name(block_id: str) -> str:
@@ -167,6 +161,10 @@ class Store:
         self._claims: dict[int, list[_Part]] = {}
         self._finishing: set[int] = set()
         self._deleting: set[int] = set()
+        #: pending ``used_at`` stamps by entry id; worker threads add to it too
+        self._stamps: dict[int, int] = {}
+        self._stamps_lock = threading.Lock()
+        self._index = EntryIndex()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -178,8 +176,24 @@ class Store:
             return fn(*args)
 
     def _stamp(self, entry_id: int) -> None:
-        """Stamp ``used_at`` from a worker thread that does not hold the connection."""
-        self._locked(self._touch, entry_id)
+        """Stamp ``used_at`` now (any thread); written later by :meth:`write_stamps`."""
+        with self._stamps_lock:
+            self._stamps[entry_id] = now_ms()
+
+    def _used_at(self, entry: Entry) -> int:
+        return max(entry.used_at, self._stamps.get(entry.id, 0))
+
+    def write_stamps(self) -> None:
+        """Write the pending ``used_at`` stamps (the caller holds the connection)."""
+        with self._stamps_lock:
+            if not self._stamps:
+                return
+            pending, self._stamps = self._stamps, {}
+        with self._transaction():
+            self.conn.executemany(
+                "UPDATE entries SET used_at = max(used_at, ?) WHERE id = ?",
+                [(used, entry_id) for entry_id, used in pending.items()],
+            )
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -208,30 +222,38 @@ class Store:
         conn.executescript(_SCHEMA)
         self._conn = conn
         self._reconcile()
+        self._index.load(map(_entry, conn.execute(f"SELECT {_COLUMNS} FROM entries")))
 
     async def close(self) -> None:
         if self._conn is not None:
+            await self._db(self.write_stamps)
             conn, self._conn = self._conn, None
             await self._db(conn.close)
 
     def _reconcile(self) -> None:
-        """Remove what a crash can leave behind (spec 10.5)."""
-        rows = dict(self.conn.execute("SELECT id, complete FROM entries").fetchall())
+        """Remove what a crash can leave behind (spec 10.5), including complete rows whose
+        blob is missing or has another size than recorded (blobs are not fsynced)."""
+        rows = {
+            i: (bool(complete), size)
+            for i, complete, size in self.conn.execute("SELECT id, complete, size FROM entries")
+        }
+        reserved = {i for i, (complete, _) in rows.items() if not complete}
         for staging in self._uploads.iterdir():
             name = staging.name
-            if not name.isdigit() or rows.get(int(name)) != 0:
+            if not name.isdigit() or int(name) not in reserved:
                 _remove_tree(staging)
                 continue
             for leftover in staging.glob("*.tmp"):
                 leftover.unlink(missing_ok=True)
+        intact: set[int] = set()
         for bucket in self._blobs.iterdir():
-            for blob in bucket.iterdir() if bucket.is_dir() else ():
-                name = blob.name
-                if not name.isdigit() or rows.get(int(name)) != 1:
-                    blob.unlink(missing_ok=True)
-        dangling = [
-            (i,) for i, complete in rows.items() if complete and not self.blob_path(i).is_file()
-        ]
+            for blob in os.scandir(bucket) if bucket.is_dir() else ():
+                row = rows.get(int(blob.name)) if blob.name.isdigit() else None
+                if row is not None and row[0] and blob.is_file() and blob.stat().st_size == row[1]:
+                    intact.add(int(blob.name))
+                else:
+                    Path(blob.path).unlink(missing_ok=True)
+        dangling = [(i,) for i, (complete, _) in rows.items() if complete and i not in intact]
         with self._transaction():
             self.conn.executemany("DELETE FROM entries WHERE id = ?", dangling)
 
@@ -245,46 +267,23 @@ class Store:
             raise
         self.conn.execute("COMMIT")
 
-    def _touch(self, entry_id: int) -> None:
-        self.conn.execute("UPDATE entries SET used_at = ? WHERE id = ?", (now_ms(), entry_id))
-
-    def _get(self, entry_id: int) -> Entry | None:
-        row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (entry_id,)
-        ).fetchone()
-        return None if row is None else _entry(row)
-
     def in_use(self, entry: Entry, now: int) -> bool:
-        return now - entry.used_at < IN_USE_GRACE_MS or self._readers.get(entry.id, 0) > 0
+        return now - self._used_at(entry) < IN_USE_GRACE_MS or self._readers.get(entry.id, 0) > 0
 
     # -- lookups --------------------------------------------------------------------------
 
     async def find(self, repo: str, keys: Sequence[str], version: str) -> Entry | None:
-        """Spec section 8; stamps ``used_at`` on a hit and drops a hit whose blob is lost."""
-        return await self._db(self._find_sync, repo, list(keys), version)
-
-    def _find_sync(self, repo: str, keys: list[str], version: str) -> Entry | None:
-        base = f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND version = ? AND complete = 1"
-        newest = " ORDER BY created_at DESC, id DESC LIMIT 1"
-        for key in keys:
-            row = self.conn.execute(base + " AND key = ?" + newest, (repo, version, key)).fetchone()
-            if row is None:
-                upper = _prefix_upper_bound(key)
-                sql = base + " AND key >= ? AND substr(key, 1, length(?)) = ?"
-                params: tuple[str, ...] = (repo, version, key, key, key)
-                if upper is not None:
-                    sql += " AND key < ?"
-                    params += (upper,)
-                row = self.conn.execute(sql + newest, params).fetchone()
-            if row is None:
-                continue
-            entry = _entry(row)
-            if _file_size(self.blob_path(entry.id)) != entry.size:
-                with self._transaction():
-                    self.conn.execute("DELETE FROM entries WHERE id = ?", (entry.id,))
-                return None
-            self._touch(entry.id)
+        """Spec section 8, matched in the index; stamps ``used_at`` on a hit. A hit whose
+        blob is missing or has another size (lost to a prune) is dropped: a miss."""
+        entry = self._index.match(repo, keys, version)
+        if entry is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        self._stamp(entry.id)
+        if await trio.to_thread.run_sync(_file_size, self.blob_path(entry.id)) == entry.size:
             return entry
+        if entry.id not in self._deleting and not self._readers.get(entry.id):
+            await self._delete_sync_guarded(entry.id)
         return None
 
     async def list_key(self, repo: str, key: str) -> list[Entry]:
@@ -312,6 +311,7 @@ class Store:
 
     def _reserve_sync(self, repo: str, key: str, version: str, size: int, api: int) -> int:
         now = now_ms()
+        stale: list[int] = []
         with self._transaction():
             rows = self.conn.execute(
                 f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND key = ? AND version = ?",
@@ -319,19 +319,26 @@ class Store:
             ).fetchall()
             for entry in map(_entry, rows):
                 if entry.complete:
-                    self._touch(entry.id)
+                    self._stamp(entry.id)
                     raise StoreError(409, "cache entry already exists")
-                if now - entry.used_at < STALL_TIMEOUT_MS or self._writers.get(entry.id):
+                if now - self._used_at(entry) < STALL_TIMEOUT_MS or self._writers.get(entry.id):
                     raise StoreError(409, "another job is uploading this entry")
                 _remove_tree(self.staging(entry.id))
                 self.conn.execute("DELETE FROM entries WHERE id = ?", (entry.id,))
+                stale.append(entry.id)
+            reserved = size if size > 0 else -1
             cursor = self.conn.execute(
                 "INSERT INTO entries (repo, key, version, size, complete, created_at, used_at, api)"
                 " VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
-                (repo, key, version, size if size > 0 else -1, now, now, api),
+                (repo, key, version, reserved, now, now, api),
             )
         entry_id = cursor.lastrowid
         assert entry_id is not None
+        for gone in stale:
+            self._index.drop(gone)
+        self._index.put(
+            Entry(entry_id, sys.intern(repo), key, sys.intern(version), reserved, False, now, now)
+        )
         return entry_id
 
     async def reservation(self, entry_id: int, repo: str | None, *, touch: bool = False) -> Entry:
@@ -339,13 +346,10 @@ class Store:
         caller holds a signed URL, which already names the entry). ``touch`` stamps
         ``used_at`` in the same step, for an upload that starts now (spec 9.3)."""
 
-        def get() -> Entry | None:
-            entry = self._get(entry_id)
-            if touch and entry is not None and not entry.complete:
-                self._touch(entry_id)
-            return entry
-
-        entry = await self._db(get)
+        entry = self._index.get(entry_id)
+        await trio.lowlevel.checkpoint()
+        if touch and entry is not None and not entry.complete:
+            self._stamp(entry_id)
         if entry is None:
             raise StoreError(404, f"cache {entry_id}: not reserved")
         if repo is not None and entry.repo != repo:
@@ -631,11 +635,15 @@ class Store:
     def _complete_sync(self, entry: Entry, size: int) -> _Usage:
         """Mark the entry complete (its blob is in place) and measure what the commit-time
         eviction needs."""
+        with self._stamps_lock:
+            self._stamps.pop(entry.id, None)
+        now = now_ms()
         with self._transaction():
             self.conn.execute(
                 "UPDATE entries SET size = ?, complete = 1, used_at = ? WHERE id = ?",
-                (size, now_ms(), entry.id),
+                (size, now, entry.id),
             )
+        self._index.put(dataclasses.replace(entry, size=size, complete=True, used_at=now))
         _remove_tree(self.staging(entry.id))
         return _Usage(
             repo=self._complete_bytes(entry.repo) if self.policy.repo_size_limit > 0 else 0,
@@ -652,21 +660,15 @@ class Store:
         with no other)."""
         if entry_id in self._deleting:
             raise StoreError(404, f"cache {entry_id}: not found")
+        entry = self._index.get(entry_id)
+        if entry is None or not entry.complete:
+            await trio.lowlevel.checkpoint()
+            raise StoreError(404, f"cache {entry_id}: not found")
+        self._stamp(entry_id)
         self._readers[entry_id] = self._readers.get(entry_id, 0) + 1
         try:
 
-            def find() -> bool:
-                entry = self._get(entry_id)
-                if entry is None or not entry.complete:
-                    return False
-                self._touch(entry_id)
-                return True
-
             def open_sync() -> Blob | None:
-                # The read runs outside the connection lock: a cold disk read must not
-                # hold up every other request's queries.
-                if not self._locked(find):
-                    return None
                 try:
                     handle = self.blob_path(entry_id).open("rb")
                 except FileNotFoundError:
@@ -681,6 +683,8 @@ class Store:
 
             blob = await trio.to_thread.run_sync(open_sync)
             if blob is None:
+                log.warning("cache entry %d lost its blob; dropping it", entry_id)
+                await self._delete_sync_guarded(entry_id)
                 raise StoreError(404, f"cache {entry_id}: not found")
             try:
                 yield blob
@@ -723,8 +727,11 @@ class Store:
             return
         with self._transaction():
             self.conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+        self._index.drop(entry_id)
 
     def _select(self, sql: str, *params: object) -> list[Entry]:
+        """Entries of a sweep or eviction query, which may select or order by ``used_at``."""
+        self.write_stamps()
         return [_entry(r) for r in self.conn.execute(sql, params).fetchall()]
 
     async def sweep(self) -> None:
@@ -847,8 +854,20 @@ class Store:
         if usage.free is not None and usage.free < self.policy.min_free_disk:
             await self._evict_for_free_space()
 
-    async def run_sweeps(self) -> None:
-        """Sweep every ``sweep_interval`` until cancelled (the first sweep ran at open)."""
+    async def run_background(self) -> None:
+        """Until cancelled: sweep every ``sweep_interval`` (the first sweep ran at open) and
+        write pending ``used_at`` stamps every ``STAMP_INTERVAL``."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run_sweeps)
+            while True:
+                await trio.sleep(STAMP_INTERVAL)
+                if self._stamps:
+                    try:
+                        await self._db(self.write_stamps)
+                    except sqlite3.Error as exc:
+                        log.warning("cache: writing last-use times failed: %s", exc)
+
+    async def _run_sweeps(self) -> None:
         while True:
             await trio.sleep(self.policy.effective_sweep_interval)
             try:
@@ -995,30 +1014,38 @@ async def read_blob(
     blob: Blob, start: int, end: int, deliver: Callable[[bytes], Awaitable[object]]
 ) -> None:
     """Hand ``deliver`` bytes ``start`` to ``end`` of ``blob`` in chunks of ``READ_CHUNK``.
-    A worker thread reads the next chunk while ``deliver`` sends the current one, and no
-    further: a download holds at most two chunks here."""
-    if start >= end:
-        return
-    chunks, ready = trio.open_memory_channel[bytes](0)
 
-    async def read_ahead() -> None:
-        async with chunks:
-            position = start
-            while position < end:
-                chunk = await trio.to_thread.run_sync(
-                    os.pread, blob.handle.fileno(), min(READ_CHUNK, end - position), position
-                )
-                if not chunk:
-                    return
-                position += len(chunk)
-                await chunks.send(chunk)
+    Bytes already in the page cache are read on the trio thread with ``RWF_NOWAIT``, which
+    the kernel answers at once or refuses (it never waits for the disk); only what it
+    refuses is read by a worker thread. A download of a recently written or read blob then
+    costs no thread hop per chunk."""
+    fd = blob.handle.fileno()
+    buffer = bytearray(min(READ_CHUNK, max(end - start, 0)))
+    view = memoryview(buffer)
+    position = start
+    while position < end:
+        want = min(len(buffer), end - position)
+        got = _read_cached(fd, view[:want], position)
+        # ASGI bodies are bytes; the buffer itself is reused for the next read.
+        chunk = (
+            bytes(view[:got])
+            if got
+            else await trio.to_thread.run_sync(os.pread, fd, want, position)
+        )
+        if not chunk:
+            return
+        position += len(chunk)
+        await deliver(chunk)
 
-    with _single_error():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_ahead)
-            async with ready:
-                async for chunk in ready:
-                    await deliver(chunk)
+
+def _read_cached(fd: int, into: memoryview, position: int) -> int:
+    """Bytes read into ``into`` without waiting for the disk; 0 when none are cached."""
+    if _NOWAIT is None:
+        return 0
+    try:
+        return os.preadv(fd, [into], position, _NOWAIT)
+    except OSError:  # not cached (EAGAIN), or the file system cannot do it
+        return 0
 
 
 def _pwritev_all(fd: int, pieces: list[bytes], offset: int) -> None:
