@@ -46,6 +46,11 @@ class Environment(Protocol):
 
     async def read_file(self, path: str) -> bytes: ...
 
+    async def hash_files(self, arguments: Sequence[str]) -> str:
+        """The ``hashFiles(...)`` result (workflow-execution 5.8) over the environment's
+        own files; OSError or ValueError when it fails (TimeoutError past its bound)."""
+        ...
+
     async def which(self, command: str, path: str) -> str | None:
         """The absolute path of ``command`` on the ``PATH`` value given, or None."""
         ...

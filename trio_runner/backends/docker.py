@@ -17,6 +17,7 @@ its exit line (``step_exit``) rather than on the engine's end of stream and exit
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import io
@@ -37,7 +38,7 @@ from collections.abc import (
     Sequence,
 )
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import IO, Any, Final, Protocol
 
 import msgspec
 import trio
@@ -71,6 +72,7 @@ from trio_runner.backends.docker_api import (
 )
 from trio_runner.backends.step_exit import STEP_WRAPPER, StepExit
 from trio_runner.backends.volume_files import NotLocal, VolumeFiles
+from trio_runner.workflow.expressions.hashfiles import ArchiveTree, Kind, PathInfo, hash_files
 
 LABEL_RUNNER: Final = "com.gitea.runner.uuid"
 LABEL_TASK: Final = "com.gitea.runner.task-id"
@@ -90,6 +92,10 @@ STANDARD_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 SIGINT_GRACE = 7.5
 SIGTERM_GRACE = 2.5
 TEARDOWN_BUDGET = 60.0
+#: How long hashFiles may take to read the workspace from the job container (5.8).
+HASH_FILES_LIMIT: Final = 60.0
+#: Go ``os.ModeDir`` in a path stat.
+_MODE_DIRECTORY: Final = 1 << 31
 #: Where a host-mode job's services publish their ports.
 LOOPBACK: Final = "127.0.0.1"
 HEALTH_POLL_FIRST = 2.0
@@ -252,6 +258,8 @@ class DockerEnvironment:
         self._which: dict[tuple[str, str], str | None] = {}
         # Whether steps run as root, so file stats from the engine answer `which` (2.5 9).
         self._root_user = False
+        #: ``~`` of hashFiles patterns: the job container's home directory.
+        self._home = "/root"
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -353,6 +361,41 @@ class DockerEnvironment:
         except NotFoundError:
             raise FileNotFoundError(f"{path} does not exist in the job container") from None
         return untar_single_file(archive, path)
+
+    async def hash_files(self, arguments: Sequence[str]) -> str:
+        """With ``bind_workdir`` the workspace is read in place; otherwise through the
+        engine's archive API (the workspace is a volume of the job container)."""
+        if self.settings.bind_workdir_root:
+            return await trio.to_thread.run_sync(
+                functools.partial(hash_files, self.workspace, arguments, home=self._home)
+            )
+        try:
+            with trio.fail_after(HASH_FILES_LIMIT):
+                return await self._hash_files_by_archive(arguments)
+        except trio.TooSlowError:
+            raise TimeoutError(
+                f"reading the workspace from the job container took more than "
+                f"{HASH_FILES_LIMIT:.0f} s"
+            ) from None
+
+    async def _hash_files_by_archive(self, arguments: Sequence[str]) -> str:
+        result: str | Exception
+        async with trio.open_nursery() as nursery:
+            source = _EngineArchive(self.api, self.container_id, nursery)
+
+            def run() -> str:
+                tree = ArchiveTree(self.workspace, source)
+                return hash_files(self.workspace, arguments, home=self._home, tree=tree)
+
+            try:
+                result = await trio.to_thread.run_sync(run)
+            except (OSError, ValueError) as error:
+                # Raised out of the nursery it would come wrapped in an exception group.
+                result = error
+            nursery.cancel_scope.cancel()
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def which(self, command: str, path: str) -> str | None:
         if (command, path) not in self._which:
@@ -673,7 +716,10 @@ class DockerEnvironment:
         # The container's PATH and user follow from the image and the spec as the engine
         # merges them, which saves an inspect round trip after the start.
         image = self._images.get(job.image, ImageConfig())
-        self.default_path = _path_of(spec.env) or _path_of(image.env) or STANDARD_PATH
+        self.default_path = (
+            _env_value(spec.env, "PATH") or _env_value(image.env, "PATH") or STANDARD_PATH
+        )
+        self._home = _env_value(spec.env, "HOME") or _env_value(image.env, "HOME") or "/root"
         user = spec.user or image.user
         self._serve_files_locally(spec)
         self._root_user = _is_root(user)
@@ -886,6 +932,99 @@ class DockerEnvironment:
             await trio.to_thread.run_sync(shutil.rmtree, root, True)
 
 
+class _EngineArchive:
+    """The job container's files through the archive API, for a worker thread
+    (:class:`ArchiveSource`): each archive streams from a task of ``nursery``."""
+
+    def __init__(self, api: DockerClient, container: str, nursery: trio.Nursery) -> None:
+        self._api = api
+        self._container = container
+        self._nursery = nursery
+
+    def stat(self, path: str) -> PathInfo | None:
+        try:
+            found = trio.from_thread.run(self._api.archive_stat, self._container, path)
+        except EngineError as error:
+            raise OSError(f"cannot stat {path} in the job container: {error}") from None
+        if found is None:
+            return None
+        if found.mode & MODE_SYMLINK:
+            return PathInfo(Kind.SYMLINK, found.link_target)
+        if found.mode & _MODE_DIRECTORY:
+            return PathInfo(Kind.DIRECTORY)
+        return PathInfo(Kind.OTHER if found.mode & MODE_TYPE else Kind.FILE)
+
+    @contextlib.contextmanager
+    def archive(self, path: str) -> Iterator[IO[bytes]]:
+        chunks = trio.from_thread.run(self._open, path)
+        with io.BufferedReader(_ChunkReader(chunks)) as reader:
+            yield reader
+
+    async def _open(self, path: str) -> trio.MemoryReceiveChannel[bytes | OSError]:
+        send, receive = trio.open_memory_channel[bytes | OSError](1)
+        try:
+            await self._nursery.start(self._produce, path, send)
+        except NotFoundError:
+            raise FileNotFoundError(
+                errno.ENOENT, "no such file in the job container", path
+            ) from None
+        except EngineError as error:
+            raise OSError(f"cannot read {path} in the job container: {error}") from None
+        return receive
+
+    async def _produce(
+        self,
+        path: str,
+        send: trio.MemorySendChannel[bytes | OSError],
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        started = False
+        async with send:
+            try:
+                async with self._api.archive_stream(self._container, path) as chunks:
+                    task_status.started()
+                    started = True
+                    async for chunk in chunks:
+                        await send.send(chunk)
+            except trio.BrokenResourceError:
+                pass  # the reader stopped early
+            except EngineError as error:
+                if not started:
+                    raise  # to the opener, through the nursery's start
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await send.send(OSError(f"reading {path} from the job container: {error}"))
+
+
+class _ChunkReader(io.RawIOBase):
+    """A blocking reader (for a worker thread) of chunks sent by a Trio task."""
+
+    def __init__(self, chunks: trio.MemoryReceiveChannel[bytes | OSError]) -> None:
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                item = trio.from_thread.run(self._chunks.receive)
+            except trio.EndOfChannel:
+                return 0
+            if isinstance(item, OSError):
+                raise item
+            self._pending = memoryview(item)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def close(self) -> None:
+        if not self.closed:
+            trio.from_thread.run_sync(self._chunks.close)
+        super().close()
+
+
 @contextlib.asynccontextmanager
 async def _together() -> AsyncIterator[trio.Nursery]:
     """A nursery for concurrent set-up calls. A failure surfaces as itself (an
@@ -977,8 +1116,9 @@ def _is_root(user: str) -> bool:
     return name in ("", "0", "root") and group in ("", "0", "root")
 
 
-def _path_of(env: Sequence[str] | None) -> str:
-    return next((item[5:] for item in env or () if item.startswith("PATH=")), "")
+def _env_value(env: Sequence[str] | None, name: str) -> str:
+    prefix = f"{name}="
+    return next((item[len(prefix) :] for item in env or () if item.startswith(prefix)), "")
 
 
 def _published_ports(ports: Mapping[str, Sequence[PortBinding] | None] | None) -> dict[str, str]:

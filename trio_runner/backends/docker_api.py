@@ -637,6 +637,16 @@ class DockerClient:
         )
         return response.content
 
+    @contextlib.asynccontextmanager
+    async def archive_stream(
+        self, container: str, path: str
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Like :meth:`archive_get`, as the chunks of the tar stream arrive."""
+        async with self._stream(
+            "GET", f"/containers/{_path(container)}/archive", params={"path": path}
+        ) as response:
+            yield response.aiter_raw()
+
     async def archive_stat(self, container: str, path: str) -> PathStat | None:
         """What ``path`` is in the container (symlinks not followed); None when absent."""
         response = await self._request(

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from trio_runner.backends.base import OutputHandler
+from trio_runner.workflow.expressions.hashfiles import hash_files
 
 #: Environment variable carrying the job's marker into every process it starts.
 JOB_MARKER_VAR = "TRIO_RUNNER_JOB"
@@ -145,6 +146,9 @@ class HostEnvironment:
         if data is None:
             data = await trio.to_thread.run_sync(Path(path).read_bytes)
         return data
+
+    async def hash_files(self, arguments: Sequence[str]) -> str:
+        return await trio.to_thread.run_sync(hash_files, self.workspace, arguments)
 
     async def which(self, command: str, path: str) -> str | None:
         return shutil.which(command, path=path)

@@ -10,10 +10,9 @@ the outcome, and the post phases and job hooks at the end.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
@@ -40,7 +39,6 @@ from trio_runner.workflow.expressions import (
     StatusFunctions,
     calls_hash_files,
     evaluate_condition,
-    hash_files,
     interpolate,
     render_template,
     to_string,
@@ -300,7 +298,12 @@ class StepRunner:
         """``function(value, *args, **kw)``; in a worker thread when it may hash files."""
         if not calls_hash_files(value, condition=condition):
             return function(value, *args, **kw)
-        hook = partial(hash_files, self.ctx.paths.workspace)
+        environment = self.ctx.env
+
+        def hook(arguments: Sequence[str]) -> str:
+            # The evaluation runs in a worker thread; the environment reads its files on Trio.
+            return trio.from_thread.run(environment.hash_files, arguments)
+
         return await trio.to_thread.run_sync(lambda: function(value, *args, hash_files=hook, **kw))
 
     async def condition(

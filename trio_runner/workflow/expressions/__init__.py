@@ -32,8 +32,10 @@ Public API (all synchronous and pure, apart from the caller's hooks):
 ``ExpressionError``: the only error raised for bad expressions or evaluation failures.
 ``StatusFunctions`` (protocol with ``success/failure/cancelled/always``) and
 ``FixedStatus`` (``for_job_status``, ``for_needs``, ``for_composite``).
-``hash_files(workspace, arguments, *, home=None) -> str``: the blocking
-implementation; bind the workspace with ``functools.partial`` to get a hook.
+``hash_files(workspace, arguments, *, home=None, tree=None) -> str``: the blocking
+implementation over a ``Tree`` of files: ``LocalTree`` (the runner's disk, the default)
+or ``ArchiveTree`` (a job container's files read through the engine's archive API).
+Environments expose it as ``Environment.hash_files``.
 ``CaseSensitiveDict``: wrap an object (the Linux/macOS ``env`` context) whose
 keys must match exactly.
 

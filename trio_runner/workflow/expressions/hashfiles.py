@@ -8,18 +8,26 @@ no extended globs, case-sensitive): a pattern matching a directory also matches
 everything below it, and a path is kept when the last pattern matching it is not
 negated. The walk is depth-first, pre-order, names in byte order. Only regular
 files under the workspace are hashed; search roots outside it are never walked.
+
+The walk reads a :class:`Tree`: this machine's file system (:class:`LocalTree`) or
+one known from tar archives (:class:`ArchiveTree`, a container read through the
+engine's archive API), so both give the same result for the same files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
 import hashlib
 import os
 import posixpath
 import re
 import stat
+import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import IO, NamedTuple, Protocol
 
 FOLLOW_OPTION = "--follow-symbolic-links"
 _CHUNK = 1 << 20
@@ -303,52 +311,122 @@ def _search_roots(patterns: Sequence[_Pattern], workspace: str) -> list[str]:
     ]
 
 
-def _walk(patterns: Sequence[_Pattern], roots: Sequence[str], follow: bool) -> Iterator[str]:
+class Kind(enum.Enum):
+    """What a path is, as ``lstat`` (or ``stat``, following symlinks) tells."""
+
+    DIRECTORY = "directory"
+    FILE = "file"
+    SYMLINK = "symlink"
+    OTHER = "other"
+
+
+class Tree(Protocol):
+    """The file system the walk reads: absolute POSIX paths of the job environment.
+
+    ``lstat`` and ``stat`` return None for a missing path (or a broken link, for
+    ``stat``) and raise OSError for anything else that goes wrong, as ``os`` does.
+    """
+
+    def lstat(self, path: str) -> Kind | None: ...
+
+    def stat(self, path: str) -> Kind | None: ...
+
+    def listdir(self, path: str) -> list[str]: ...
+
+    def realpath(self, path: str) -> str: ...
+
+    def digest(self, path: str) -> bytes:
+        """SHA-256 of the content of the file ``path`` names (symlinks followed)."""
+        ...
+
+
+def _kind(mode: int) -> Kind:
+    if stat.S_ISDIR(mode):
+        return Kind.DIRECTORY
+    if stat.S_ISREG(mode):
+        return Kind.FILE
+    return Kind.SYMLINK if stat.S_ISLNK(mode) else Kind.OTHER
+
+
+class LocalTree:
+    """This machine's file system."""
+
+    def lstat(self, path: str) -> Kind | None:
+        try:
+            return _kind(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            return None
+
+    def stat(self, path: str) -> Kind | None:
+        try:
+            return _kind(os.stat(path).st_mode)
+        except FileNotFoundError:
+            return None
+
+    def listdir(self, path: str) -> list[str]:
+        return os.listdir(path)
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def digest(self, path: str) -> bytes:
+        digest = hashlib.sha256()
+        with open(path, "rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+        return digest.digest()
+
+
+def _walk(
+    tree: Tree, patterns: Sequence[_Pattern], roots: Sequence[str], follow: bool
+) -> Iterator[str]:
     stack: list[tuple[str, int]] = []
     for root in reversed(roots):
-        try:
-            os.lstat(root)
-        except FileNotFoundError:
-            continue
-        stack.append((root, 1))
+        if tree.lstat(root) is not None:
+            stack.append((root, 1))
     chain: list[str] = []
     while stack:
         path, level = stack.pop()
         match = _match(patterns, path)
         if not match and not any(p.partial_match(path) for p in patterns if not p.negate):
             continue
-        try:
-            info = os.stat(path) if follow else os.lstat(path)
-        except FileNotFoundError:
+        kind = tree.stat(path) if follow else tree.lstat(path)
+        if kind is None:
             continue
-        if stat.S_ISDIR(info.st_mode):
+        if kind is Kind.DIRECTORY:
             if follow:
-                real = os.path.realpath(path)
+                real = tree.realpath(path)
                 del chain[level - 1 :]
                 if real in chain:
                     continue
                 chain.append(real)
-            children = sorted(os.listdir(path), key=os.fsencode)
+            children = sorted(tree.listdir(path), key=os.fsencode)
             stack.extend((posixpath.join(path, name), level + 1) for name in reversed(children))
         elif match & MatchKind.FILE:
             yield path
 
 
-def _file_digest(path: str) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.digest()
+def _is_dir(tree: Tree, path: str) -> bool:
+    try:
+        return tree.stat(path) is Kind.DIRECTORY
+    except OSError:
+        return False
 
 
 def hash_files(
-    workspace: str | os.PathLike[str], arguments: Sequence[str], *, home: str | None = None
+    workspace: str | os.PathLike[str],
+    arguments: Sequence[str],
+    *,
+    home: str | None = None,
+    tree: Tree | None = None,
 ) -> str:
     """The ``hashFiles(...)`` result for ``arguments`` (the call's string arguments).
 
+    ``tree`` is the file system holding ``workspace`` (this machine's by default);
+    ``home`` is the ``~`` of patterns (this process's home by default).
     Raises ValueError for a bad option or pattern and OSError for unreadable files.
     """
+    files = tree if tree is not None else LocalTree()
     root = os.path.abspath(os.fspath(workspace))
     follow = False
     if arguments and arguments[0].startswith("--"):
@@ -366,9 +444,205 @@ def hash_files(
             patterns.extend(_parse_pattern(line, root, home_dir))
     outer = hashlib.sha256()
     count = 0
-    for path in _walk(patterns, _search_roots(patterns, root), follow):
-        if not path.startswith(root.rstrip("/") + "/") or os.path.isdir(path):
+    for path in _walk(files, patterns, _search_roots(patterns, root), follow):
+        if not path.startswith(root.rstrip("/") + "/") or _is_dir(files, path):
             continue
-        outer.update(_file_digest(path))
+        outer.update(files.digest(path))
         count += 1
     return outer.hexdigest() if count else ""
+
+
+class PathInfo(NamedTuple):
+    """What a path is (symlinks not followed); ``target`` is a symlink's target."""
+
+    kind: Kind
+    target: str = ""
+
+
+class ArchiveSource(Protocol):
+    """A file system read through tar archives (a container engine's archive API).
+
+    Both calls resolve symlinks in the parent directories of ``path``; ``archive``
+    is only asked for paths that are not symlinks. A missing path raises
+    FileNotFoundError from ``archive`` and gives None from ``stat``.
+    """
+
+    def stat(self, path: str) -> PathInfo | None: ...
+
+    def archive(self, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """A tar stream of ``path``: its own entry first, named by its base name."""
+        ...
+
+
+@dataclass
+class _Entry:
+    kind: Kind
+    target: str = ""
+    #: A directory's names; None until its archive is read.
+    children: set[str] | None = None
+    #: A file's SHA-256; None until its archive is read.
+    digest: bytes | None = None
+
+
+_MAX_SYMLINKS = 40
+
+
+class ArchiveTree:
+    """A file system known from tar archives: ``workspace`` read whole at once, each
+    file hashed as it streams by (contents are never kept), and any other path asked
+    of ``source`` when a symlink leads there. Symlinks resolve with the semantics of
+    the system the archives come from (absolute targets are paths of that system).
+    """
+
+    def __init__(self, workspace: str, source: ArchiveSource) -> None:
+        self._source = source
+        self._entries: dict[str, _Entry] = {"/": _Entry(Kind.DIRECTORY)}
+        #: Directories read whole: a path below one of them that has no entry is missing.
+        self._complete: list[str] = []
+        self._load(workspace)
+
+    def lstat(self, path: str) -> Kind | None:
+        return self._kind(path, follow=False)
+
+    def stat(self, path: str) -> Kind | None:
+        return self._kind(path, follow=True)
+
+    def listdir(self, path: str) -> list[str]:
+        real, entry = self._resolve(path, follow=True)
+        if entry is None:
+            raise _error(errno.ENOENT, path)
+        if entry.kind is not Kind.DIRECTORY:
+            raise _error(errno.ENOTDIR, path)
+        if entry.children is None:
+            self._load(real)
+        assert entry.children is not None
+        return list(entry.children)
+
+    def realpath(self, path: str) -> str:
+        return self._resolve(path, follow=True)[0]
+
+    def digest(self, path: str) -> bytes:
+        real, entry = self._resolve(path, follow=True)
+        if entry is None:
+            raise _error(errno.ENOENT, path)
+        if entry.kind is Kind.DIRECTORY:
+            raise _error(errno.EISDIR, path)
+        if entry.kind is not Kind.FILE:
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if entry.digest is None:
+            self._load(real)
+        assert entry.digest is not None
+        return entry.digest
+
+    def _kind(self, path: str, *, follow: bool) -> Kind | None:
+        try:
+            entry = self._resolve(path, follow=follow)[1]
+        except FileNotFoundError:
+            return None
+        return entry.kind if entry is not None else None
+
+    def _resolve(self, path: str, *, follow: bool, hops: int = 0) -> tuple[str, _Entry | None]:
+        """The path with every symlink resolved (the last one only when ``follow``)
+        and its entry (None when missing); the number of links followed so far is
+        ``hops``."""
+        current, entry = "/", self._entries["/"]
+        names = [name for name in path.split("/") if name not in ("", ".")]
+        for index, name in enumerate(names):
+            last = index == len(names) - 1
+            if name == "..":
+                current = posixpath.dirname(current)
+                entry = self._entries[current]
+                continue
+            candidate = posixpath.join(current, name)
+            found = self._entry(candidate)
+            if found is not None and found.kind is Kind.SYMLINK and (follow or not last):
+                hops += 1
+                if hops > _MAX_SYMLINKS:
+                    raise _error(errno.ELOOP, path)
+                target = posixpath.join(current, found.target)
+                candidate, found = self._resolve(target, follow=True, hops=hops)
+            if found is None:
+                if last:
+                    return candidate, None
+                raise _error(errno.ENOENT, path)
+            if not last and found.kind is not Kind.DIRECTORY:
+                raise _error(errno.ENOTDIR, path)
+            current, entry = candidate, found
+        return current, entry
+
+    def _entry(self, path: str) -> _Entry | None:
+        """The entry of a path whose parent is resolved; asks the source when unknown."""
+        if path in self._entries:
+            return self._entries[path]
+        if any(_is_within(path, root) for root in self._complete):
+            return None
+        info = self._source.stat(path)
+        if info is None:
+            return None
+        entry = _Entry(info.kind, info.target)
+        self._entries[path] = entry
+        return entry
+
+    def _load(self, path: str) -> None:
+        """Read the archive of ``path`` (a directory or file, not a symlink)."""
+        try:
+            with (
+                self._source.archive(path) as stream,
+                tarfile.open(fileobj=stream, mode="r|") as tar,
+            ):
+                for member in tar:
+                    full = _member_path(path, member.name)
+                    if full is not None:
+                        self._add(full, _member_entry(tar, member, path, self._entries), path)
+        except tarfile.TarError as error:
+            raise OSError(f"unreadable archive of {path}: {error}") from None
+        self._complete.append(path)
+
+    def _add(self, path: str, entry: _Entry, root: str) -> None:
+        """Record a member of the archive of ``root``, which lists each directory whole."""
+        known = self._entries.get(path)
+        # Entries already handed out (known from a stat) are completed in place.
+        if known is not None and known.kind is entry.kind is Kind.DIRECTORY:
+            known.children = set()
+        elif known is not None and known.kind is entry.kind is Kind.FILE:
+            known.digest = entry.digest
+        else:
+            self._entries[path] = entry
+        if path != root:
+            parent = self._entries[posixpath.dirname(path)]
+            assert parent.children is not None
+            parent.children.add(posixpath.basename(path))
+
+
+def _member_path(root: str, name: str) -> str | None:
+    """The absolute path of an archive member of ``root`` (named ``<base name>/...``)."""
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    return posixpath.join(root, *parts[1:]) if len(parts) > 1 else root
+
+
+def _member_entry(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, root: str, entries: dict[str, _Entry]
+) -> _Entry:
+    if member.isdir():
+        return _Entry(Kind.DIRECTORY, children=set())
+    if member.issym():
+        return _Entry(Kind.SYMLINK, member.linkname)
+    if member.islnk():
+        # A hard link names an earlier member, whose digest is already known.
+        original = _member_path(root, member.linkname)
+        known = entries.get(original) if original is not None else None
+        return known if known is not None and known.kind is Kind.FILE else _Entry(Kind.OTHER)
+    if member.isfile():
+        digest = hashlib.sha256()
+        stream = tar.extractfile(member)
+        assert stream is not None
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+        return _Entry(Kind.FILE, digest=digest.digest())
+    return _Entry(Kind.OTHER)
+
+
+def _error(code: int, path: str) -> OSError:
+    return OSError(code, os.strerror(code), path)
