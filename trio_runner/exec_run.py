@@ -359,9 +359,11 @@ class ExecRun:
         )
 
     def _finish_leg(self, run: _LegRun, result: str, outputs: dict[str, str]) -> None:
-        run.group.results.append(result)
+        tolerated = result == planner.RESULT_FAILURE and run.leg.continue_on_error
+        # A failed leg with continue-on-error is a success for its dependants, as on GitHub.
+        run.group.results.append(planner.RESULT_SUCCESS if tolerated else result)
         run.group.outputs.append(outputs)
-        if result == planner.RESULT_FAILURE and not run.leg.continue_on_error:
+        if result == planner.RESULT_FAILURE and not tolerated:
             self.failed = True
             if run.group.fail_fast:
                 run.group.trip()

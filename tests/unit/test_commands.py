@@ -205,7 +205,7 @@ def test_unsecure_commands_allowed() -> None:
     p.feed("::add-path::/b")
     rows = p.feed("::set-env name=NODE_OPTIONS::--require x")
     assert rows[1] == (
-        "##[error]Can't store NODE_OPTIONS output parameter using '::set-env::' command."
+        "##[error]Can't update NODE_OPTIONS environment variable using ::set-env:: command."
     )
     assert p.result.env == {"A": "1"}
     assert p.result.path == ["/a", "/b"]
@@ -299,6 +299,18 @@ def test_invalid_format(line: str) -> None:
         parse_key_value_file(f"OK=1\n{line}\n".encode(), "env")
     assert info.value.detail == f"Invalid format '{line}'"
     assert info.value.command == "env"
+
+
+def test_pairs_before_the_bad_line_are_kept_for_the_caller() -> None:
+    # A delimiter line inside the value ends it early; the rest must parse on its own.
+    data = b"NOTE<<EOF\nmentions EOF\nEOFX\nEOF\nBODY<<EOF\nline\nEOF\nafter\nEOF\n"
+    with pytest.raises(FileCommandError) as info:
+        parse_key_value_file(data, "env")
+    assert info.value.detail == "Invalid format 'after'"
+    assert info.value.pairs == {"NOTE": "mentions EOF\nEOFX", "BODY": "line"}
+    with pytest.raises(FileCommandError) as missing:
+        parse_key_value_file(b"A=1\nB<<END\nnever closed\n", "output")
+    assert missing.value.pairs == {"A": "1"}
 
 
 def test_crlf_is_kept_on_unix() -> None:

@@ -447,6 +447,22 @@ def test_event_ref_and_sha(event_name: str, event: dict[str, Any], ref: str, sha
     assert planner.event_sha(event_name, event) == sha
 
 
+@pytest.mark.parametrize(
+    ("remote", "url"),
+    [
+        ("https://github.com/o/r.git", "git://github.com/o/r.git"),
+        ("git@github.com:o/r.git", "git://github.com/o/r.git"),
+        ("ssh://git@gitea.local:2222/o/r.git", "git://gitea.local/o/r.git"),
+        ("https://user:pw@host.example/o/r", "git://host.example/o/r.git"),
+        ("/srv/o/r", ""),
+        ("file:///srv/o/r", ""),
+    ],
+)
+def test_repository_url_in_githubs_form(remote: str, url: str) -> None:
+    assert planner.repository_url(remote, "o/r") == url
+    assert planner.repository_url(remote, "") == ""
+
+
 def test_github_context_falls_back_to_git() -> None:
     git = planner.GitInfo(
         sha="f00", ref="refs/heads/main", remote_url="git@h:o/r.git", user_name="Ann"
@@ -460,6 +476,7 @@ def test_github_context_falls_back_to_git() -> None:
     )
     assert (ctx["repository"], ctx["repository_owner"], ctx["actor"]) == ("o/r", "o", "Ann")
     assert (ctx["run_id"], ctx["run_number"], ctx["run_attempt"]) == ("1", "1", "1")
+    assert ctx["repositoryUrl"] == "git://h/o/r.git"
     pr = planner.exec_github_context(
         "pull_request",
         {"number": 3, "pull_request": {"head": {"ref": "topic"}, "base": {"ref": "main"}}},

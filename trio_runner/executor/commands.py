@@ -268,7 +268,9 @@ class CommandProcessor:
             return self._fail(_disabled_message("set-env", "GITHUB_ENV"))
         key = command.properties.get("name")
         if key in ENV_REFUSED:
-            return [error_row(f"Can't store {key} output parameter using '::set-env::' command.")]
+            return [
+                error_row(f"Can't update {key} environment variable using ::set-env:: command.")
+            ]
         return self._set_named("set-env", command, self.result.env)
 
     def _add_path(self, command: Command) -> list[str]:
@@ -315,11 +317,14 @@ class CommandProcessor:
 
 
 class FileCommandError(Exception):
-    """A malformed environment file; fails the phase. ``detail`` says what is wrong."""
+    """A malformed environment file; fails the phase. ``detail`` says what is wrong;
+    ``pairs`` holds what the file set before the bad line, which still takes effect
+    (GitHub's runner applies each pair as it reads it)."""
 
-    def __init__(self, command: str, detail: str) -> None:
+    def __init__(self, command: str, detail: str, pairs: dict[str, str]) -> None:
         self.command = command
         self.detail = detail
+        self.pairs = pairs
         super().__init__(f"Unable to process file command '{command}' successfully.")
 
     def rows(self) -> list[str]:
@@ -356,12 +361,12 @@ def parse_key_value_file(data: bytes, command: str) -> dict[str, str]:
                 end = lines.index(delimiter, index)
             except ValueError:
                 raise FileCommandError(
-                    command, f"Invalid value. Matching delimiter not found '{delimiter}'"
+                    command, f"Invalid value. Matching delimiter not found '{delimiter}'", result
                 ) from None
             result[name] = "\n".join(lines[index:end])
             index = end + 1
             continue
-        raise FileCommandError(command, f"Invalid format '{line}'")
+        raise FileCommandError(command, f"Invalid format '{line}'", result)
     return result
 
 

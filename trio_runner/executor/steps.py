@@ -648,10 +648,7 @@ class StepRunner:
         ctx.add_paths(commands.path)
         result.outputs.update(commands.outputs)
         result.state.update(commands.state)
-        try:
-            await self._file_commands(result)
-        except FileCommandError as exc:
-            await ctx.log.write("\n".join(exc.rows()))
+        if not await self._file_commands(result):
             result.outcome = Conclusion.FAILURE
         return result
 
@@ -673,17 +670,30 @@ class StepRunner:
             self._stale_command_files.discard(name)
         return data
 
-    async def _file_commands(self, result: PhaseResult) -> None:
-        """GITHUB_ENV, GITHUB_STATE, GITHUB_OUTPUT, GITHUB_PATH, in that order (3.3)."""
+    async def _file_commands(self, result: PhaseResult) -> bool:
+        """GITHUB_ENV, GITHUB_STATE, GITHUB_OUTPUT, GITHUB_PATH, in that order (3.3);
+        False when one was malformed. As in GitHub's runner, a malformed file does not
+        stop the others, and the pairs before its bad line still take effect."""
         ctx = self.ctx
-        read = self._read_command_file
-        exported, refused = accept_env(parse_key_value_file(await read("ENV"), "env"))
+        valid = True
+
+        async def pairs(name: str, command: str) -> dict[str, str]:
+            nonlocal valid
+            try:
+                return parse_key_value_file(await self._read_command_file(name), command)
+            except FileCommandError as exc:
+                await ctx.log.write("\n".join(exc.rows()))
+                valid = False
+                return exc.pairs
+
+        exported, refused = accept_env(await pairs("ENV", "env"))
         if refused:
             await ctx.log.write("\n".join(refused))
         ctx.exported_env.update(exported)
-        result.state.update(parse_key_value_file(await read("STATE"), "state"))
-        result.outputs.update(parse_key_value_file(await read("OUTPUT"), "output"))
-        ctx.add_paths(parse_path_file(await read("PATH")))
+        result.state.update(await pairs("STATE", "state"))
+        result.outputs.update(await pairs("OUTPUT", "output"))
+        ctx.add_paths(parse_path_file(await self._read_command_file("PATH")))
+        return valid
 
     # -- hooks and post phases ----------------------------------------------------------
 

@@ -136,9 +136,12 @@ def github_context(
         "actor",
         "triggering_actor",
         "retention_days",
+        "repositoryUrl",
     ):
         ctx.setdefault(key, "")
     ctx.setdefault("ref_protected", False)
+    # Secrets reach a job only from the repository's Actions secrets.
+    ctx.setdefault("secret_source", "Actions")
     return ctx
 
 

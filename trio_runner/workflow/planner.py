@@ -336,6 +336,17 @@ def _git(directory: Path, *args: str) -> str:
 _REMOTE_PATH = re.compile(r"^(?:[a-z][a-z0-9+.-]*://[^/]+/|[^@/:]+@[^:/]+:|[^:/]+:)?(.*?)/*$")
 
 
+_REMOTE_HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*://(?:[^@/]*@)?([^/:]+)|[^@/:]+@([^:/]+):)")
+
+
+def repository_url(remote: str, repository: str) -> str:
+    """``github.repositoryUrl`` in GitHub's form, ``git://<host>/<owner>/<repo>.git``; empty
+    without a host (a local path) or a repository."""
+    match = _REMOTE_HOST.match(remote.strip())
+    host = (match.group(1) or match.group(2)) if match else ""
+    return f"git://{host}/{repository}.git" if host and repository else ""
+
+
 def repository_from_remote(url: str) -> str:
     """``owner/repo`` of an https, ssh or scp-style remote URL; empty when there is none."""
     match = _REMOTE_PATH.match(url.strip())
@@ -414,6 +425,7 @@ def exec_github_context(
         "event": dict(event),
         "repository": repository,
         "repository_owner": repository.split("/", 1)[0] if repository else "",
+        "repositoryUrl": repository_url(git.remote_url, repository),
         "ref": ref,
         "ref_name": ref_name,
         "ref_type": ref_type,
