@@ -218,16 +218,23 @@ def test_action_metadata_inputs(tmp_path: Path) -> None:
     assert run.steps(job) == ["success"] * 6
 
 
-def test_container_steps_on_a_host_runner_fail_clearly(tmp_path: Path) -> None:
+def test_container_steps_on_a_host_runner_without_an_engine_fail_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With an engine, they would run in it (tests/integration/test_host_docker_steps.py).
+    missing = f"unix://{tmp_path}/no-engine.sock"
+    monkeypatch.setenv("DOCKER_HOST", missing)
     run = run_corpus(tmp_path, "container-steps.yml")
     job = "Container steps/containers"
     assert run.code == 0, run.output()
     for step, uses in ((1, "docker://alpine:3.19"), (2, "./.github/actions/container-lint")):
         errors = [r for r in run.step_rows(job, step) if r.startswith("##[error]")]
-        assert errors == [
-            f"##[error]'{uses}' is a docker action; the job environment cannot run "
-            "containers (host mode without a container engine)"
-        ]
+        assert len(errors) == 1, errors
+        assert errors[0].startswith(
+            f"##[error]'{uses}' is a docker action and could not run: "
+            "no container engine answered: "
+        )
+        assert missing in errors[0]
     assert "image=failure dockerfile=failure" in run.rows(job)
     assert run.steps(job) == ["success", "failure", "failure", "success"]
 

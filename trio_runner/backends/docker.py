@@ -5,8 +5,9 @@ everything it created when the block exits for any reason: a shielded, time-boun
 teardown force-removes the containers, then the volumes and the network (2.11). Every
 object carries the runner's uuid, the task id and the job container's name as labels, so
 set-up and :func:`remove_leftovers` can clear what a killed runner left behind.
-:meth:`DockerEnvironment.start_services` does the same for the services alone, for a job
-that runs on the host (2.6, host mode).
+:meth:`DockerEnvironment.start_for_host` does the same for a job that runs on the host:
+its services (2.6, host mode) and its docker actions (3.10), whose containers bind the
+host's job directories at the same paths.
 
 Engine round trips are the cost of a container job, so independent calls run side by
 side, ``which`` in a root container is answered from file stats rather than an exec, the
@@ -189,6 +190,15 @@ class DockerSettings(msgspec.Struct, frozen=True, kw_only=True):
     bind_workdir_root: str = ""
 
 
+class HostDirs(msgspec.Struct, frozen=True, kw_only=True):
+    """A host job's directories, bound into its step containers at the same paths so that
+    ``GITHUB_WORKSPACE`` and the file-command paths are the same inside and outside."""
+
+    workspace: str
+    runner_dir: str
+    tool_cache: str
+
+
 class ServiceInfo(msgspec.Struct, frozen=True):
     """``job.services.<id>``: the container id, its network, and container port (no
     ``/tcp``) → published host port."""
@@ -224,17 +234,19 @@ class DockerEnvironment:
         settings: DockerSettings,
         setup_log: SetupLog,
         *,
-        services_only: bool = False,
+        host: HostDirs | None = None,
     ) -> None:
         self.api = api
         self.job = job
         self.settings = settings
-        self.workspace = job.workspace
+        #: The directories of a job that runs on the host; then this environment holds only
+        #: the job's services and their network (no job container or volumes; ports
+        #: published on the loopback address, 2.6 host mode) and its step containers.
+        self.host = host
+        self.services_only = host is not None
+        self.workspace = host.workspace if host else job.workspace
         self.default_path = STANDARD_PATH
         self.container_id = ""
-        #: Only the job's services and their network, for a job on the host: no job
-        #: container or volumes; ports published on the loopback address (2.6, host mode).
-        self.services_only = services_only
         self.network = settings.network or f"{job.name}-{job.job_id}-network"
         self.services: dict[str, ServiceInfo] = {}
         self._log = setup_log
@@ -272,16 +284,33 @@ class DockerEnvironment:
 
     @classmethod
     @contextlib.asynccontextmanager
+    async def start_for_host(
+        cls,
+        api: DockerClient,
+        job: JobSpec,
+        settings: DockerSettings,
+        setup_log: SetupLog,
+        host: HostDirs,
+    ) -> AsyncIterator[DockerEnvironment]:
+        """The containers of a job that runs on the host. Its services (2.6) are started,
+        waited for and removed like a container job's, on the job network (so that they
+        reach each other by their ids, as on GitHub), their ports published on 127.0.0.1
+        only; without services nothing is created up front. Step containers
+        (:meth:`run_container_step`) join the job network when there is one, else the
+        engine's default. ``job.image`` and ``job.workspace`` are unused."""
+        # The workspace of a host job is the host's own directory, bound as it is.
+        settings = msgspec.structs.replace(settings, bind_workdir_root="")
+        async with cls(api, job, settings, setup_log, host=host)._running() as env:
+            yield env
+
+    @classmethod
+    @contextlib.asynccontextmanager
     async def start_services(
         cls, api: DockerClient, job: JobSpec, settings: DockerSettings, setup_log: SetupLog
     ) -> AsyncIterator[dict[str, ServiceInfo]]:
-        """The services of a job that runs on the host (2.6): started, waited for and
-        removed like a container job's, on the job network (so that they reach each other
-        by their ids, as on GitHub), their ports published on 127.0.0.1 only. Yields
-        ``job.services`` by service id. ``job.image`` and ``job.workspace`` are unused."""
-        # The workspace of a host job is the host environment's; nothing of it is bound.
-        settings = msgspec.structs.replace(settings, bind_workdir_root="")
-        async with cls(api, job, settings, setup_log, services_only=True)._running() as env:
+        """:meth:`start_for_host` for the services alone: yields ``job.services`` by id."""
+        host = HostDirs(workspace="", runner_dir="", tool_cache="")
+        async with cls.start_for_host(api, job, settings, setup_log, host) as env:
             yield env.services
 
     @contextlib.asynccontextmanager
@@ -478,9 +507,8 @@ class DockerEnvironment:
             working_dir=self.workspace,
             labels=dict(self._labels),
         )
-        await self._finish_spec(spec, options, self._own_binds() + options.volumes, [])
-        # Steps share the job container's network namespace (and so its aliases).
-        spec.host_config.network_mode = f"container:{self.container_id}"
+        await self._finish_spec(spec, options, self._step_binds() + options.volumes, [])
+        spec.host_config.network_mode = self._step_network()
         spec.host_config.port_bindings = {}
         spec.exposed_ports = {}
         name = sanitize(self.job.name, f"STEP-{step.key}")
@@ -495,6 +523,19 @@ class DockerEnvironment:
                 )
                 self._containers.remove(name)
 
+    def _step_binds(self) -> list[str]:
+        if self.host is None:
+            return self._own_binds()
+        dirs = (self.host.workspace, self.host.runner_dir, self.host.tool_cache)
+        return [f"{path}:{path}" for path in dirs] + self._socket_binds()
+
+    def _step_network(self) -> str:
+        """A container job's steps share its network namespace (and so its aliases); a host
+        job's join the job network when it has one, else the engine's default."""
+        if self.host is None:
+            return f"container:{self.container_id}"
+        return self.network if self._created_network or self.settings.network else ""
+
     async def _follow_step(self, name: str, output: OutputHandler) -> int:
         """Stream the step container's output until it stops; cancellation escalates
         SIGINT, SIGTERM, SIGKILL like a step process and lets the output drain."""
@@ -507,7 +548,8 @@ class DockerEnvironment:
     async def _build_action_image(self, step: ContainerStep) -> None:
         if not self.settings.force_rebuild and await self.api.image_inspect(step.tag):
             return
-        if step.context_is_local:
+        # A host job's environment is this machine: its local actions are here too.
+        if step.context_is_local or self.host is not None:
             context = await trio.to_thread.run_sync(_tar_directory, step.build_context)
         else:
             try:
@@ -526,6 +568,8 @@ class DockerEnvironment:
 
     async def _setup(self) -> None:
         job, settings = self.job, self.settings
+        if self.services_only and not job.services:
+            return
         job_options = parse_options(settings.options, privileged=settings.privileged)
         job_options_from_job = parse_options(
             job.options, privileged=settings.privileged, where="container.options"
@@ -891,6 +935,8 @@ class DockerEnvironment:
             own.add(self.settings.socket_mount)
         if self.settings.bind_workdir_root:
             own.add(self.workspace)
+        if self.host is not None:
+            own.update((self.host.workspace, self.host.runner_dir, self.host.tool_cache))
         return own
 
     def _socket_binds(self) -> list[str]:

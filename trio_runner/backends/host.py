@@ -3,7 +3,9 @@
 A job gets a private directory ``<workdir_parent>/<J>`` holding the runner dir, the
 workspace, a temp dir and a tool cache. Every process started for the job carries a
 marker variable in its environment, so teardown can find and kill whatever a step left
-behind, even processes that moved to a session of their own.
+behind, even processes that moved to a session of their own. Docker actions and
+``docker://`` steps (3.10) go to the job's container engine, when it has one
+(:class:`~trio_runner.backends.host_engine.HostEngine`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from typing import Any
 
 import trio
 
-from trio_runner.backends.base import OutputHandler
+from trio_runner.backends.base import ContainerStep, OutputHandler
+from trio_runner.backends.host_engine import HostEngine
+from trio_runner.errors import RunnerError
 from trio_runner.workflow.expressions.hashfiles import hash_files
 
 #: Environment variable carrying the job's marker into every process it starts.
@@ -61,6 +65,8 @@ class HostEnvironment:
         self.default_path = os.environ.get("PATH", os.defpath)
         #: ``job.services``: the job's service containers, when an engine runs them (2.6).
         self.services: dict[str, dict[str, Any]] = {}
+        #: Runs the job's container steps; None: the job has no container engine.
+        self.containers: HostEngine | None = None
         self._groups: set[int] = set()
 
     @classmethod
@@ -81,7 +87,15 @@ class HostEnvironment:
         await self.kill()
         await trio.to_thread.run_sync(shutil.rmtree, self.root, True)
 
+    async def run_container_step(self, step: ContainerStep, *, output: OutputHandler) -> int:
+        """ContainerSteps: the step runs in the job's container engine."""
+        if self.containers is None:
+            raise RunnerError("no container engine is set up for this job")
+        return await self.containers.run_container_step(step, output=output)
+
     async def kill(self) -> None:
+        if self.containers is not None:
+            await self.containers.kill()
         for pgid in self._groups:
             _signal_group(pgid, signal.SIGKILL)
         for pid in await trio.to_thread.run_sync(_marked_processes, self.marker):

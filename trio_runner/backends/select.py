@@ -6,7 +6,8 @@ evaluates ``runs-on``, ``jobs.<id>.container`` and ``services`` with the job's c
 picks the platform (a job container image wins over the labels), and opens either a
 :class:`HostEnvironment` or a :class:`DockerEnvironment` built from the runner config.
 A host job's services run in the engine when one answers, else a warning says they were
-not started (2.6). A set-up failure is written to the job log and fails the job (2.1).
+not started (2.6); its container steps connect to the engine on first use (3.10, see
+``host_engine``). A set-up failure is written to the job log and fails the job (2.1).
 
 The container modules (``docker``, ``docker_api`` and httpx under them) are imported only
 where a container job or an engine probe needs them: loading them costs about 50 ms,
@@ -25,6 +26,7 @@ import trio
 
 from trio_runner.backends.base import Environment
 from trio_runner.backends.host import HostEnvironment
+from trio_runner.backends.host_engine import ENGINE_PROBE_TIMEOUT, HostEngine, NoEngine
 from trio_runner.config import Config
 from trio_runner.errors import ConfigError, RunnerError
 from trio_runner.executor.commands import error_row, warning_row
@@ -35,10 +37,14 @@ from trio_runner.workflow.expressions import ExpressionError, interpolate, to_st
 from trio_runner.workflow.model import Container, RunsOn
 
 if TYPE_CHECKING:
-    from trio_runner.backends.docker import Credentials, DockerSettings, JobSpec
+    from trio_runner.backends.docker import (
+        Credentials,
+        DockerEnvironment,
+        DockerSettings,
+        JobSpec,
+    )
+    from trio_runner.backends.docker_api import DockerClient
 
-#: How long the engine gets to answer when only its presence decides the platform.
-ENGINE_PROBE_TIMEOUT = 2.0
 #: Names an engine accepts as a network alias.
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -219,14 +225,17 @@ async def _enter(
     else:
         image = (await _platform(run, runner, contexts)).image
     if image is None:
-        services = await _host_services(stack, run, runner, task, contexts)
         host = await stack.enter_async_context(
             HostEnvironment.start(
                 runner.host_workdir,
                 shared_tool_cache=runner.config.runner.tool_cache_mode == "shared",
             )
         )
-        host.services = services
+        engine = _host_engine(run, runner, task, contexts, host)
+        # Registered after the host directories: the containers go before the directories.
+        stack.push_async_callback(engine.aclose)
+        host.containers = engine
+        host.services = await _host_services(run, engine)
         return host
     from trio_runner.backends import docker_api
     from trio_runner.backends.docker import DockerEnvironment
@@ -243,41 +252,46 @@ async def _enter(
     return docker
 
 
-async def _host_services(
-    stack: contextlib.AsyncExitStack,
+def _host_engine(
     run: JobRun,
     runner: RunnerSide,
     task: TaskIdentity,
     contexts: Mapping[str, Any],
-) -> dict[str, dict[str, Any]]:
+    host: HostEnvironment,
+) -> HostEngine:
+    """The engine of a host job (services, container steps), connected on first use."""
+    # Evaluated now, with the job's contexts, so that a bad service definition fails the
+    # set-up whether or not an engine answers.
+    spec_args = (run, runner, task, "", None, contexts)
+    if run.job.services:
+        _job_spec(*spec_args)
+
+    def start(api: DockerClient) -> contextlib.AbstractAsyncContextManager[DockerEnvironment]:
+        from trio_runner.backends.docker import DockerEnvironment, HostDirs
+
+        dirs = HostDirs(
+            workspace=host.workspace, runner_dir=host.runner_dir, tool_cache=host.tool_cache
+        )
+        settings = docker_settings(runner.config, task.task_id)
+        spec = _job_spec(*spec_args)
+        return DockerEnvironment.start_for_host(api, spec, settings, JobLogSetup(run), dirs)
+
+    return HostEngine(runner.config.container.docker_host, start)
+
+
+async def _host_services(run: JobRun, engine: HostEngine) -> dict[str, dict[str, Any]]:
     """Start a host job's services when an engine answers (2.6, host mode); they are
-    removed when ``stack`` closes. ``job.services`` of the job context."""
+    removed when the engine closes. ``job.services`` of the job context."""
     if not run.job.services:
         return {}
-    from trio_runner.backends import docker_api
-    from trio_runner.backends.docker import DockerEnvironment
-
-    config = runner.config
-    spec = _job_spec(run, runner, task, "", None, contexts)
-    api = None
-    problem = f"no container engine answered within {ENGINE_PROBE_TIMEOUT:g} s"
-    with trio.move_on_after(ENGINE_PROBE_TIMEOUT):
-        try:
-            host = docker_api.resolve_docker_host(config.container.docker_host)
-            api = await stack.enter_async_context(docker_api.connect(host))
-        except docker_api.EngineError as exc:
-            problem = str(exc)
-    if api is None:
-        await run.log.write(warning_row(f"the job's services were not started: {problem}"))
+    try:
+        docker = await engine.open()
+    except NoEngine as exc:
+        await run.log.write(warning_row(f"the job's services were not started: {exc.reason}"))
         return {}
-    started = await stack.enter_async_context(
-        DockerEnvironment.start_services(
-            api, spec, docker_settings(config, task.task_id), JobLogSetup(run)
-        )
-    )
     return {
         service_id: {"id": info.id, "network": info.network, "ports": dict(info.ports)}
-        for service_id, info in started.items()
+        for service_id, info in docker.services.items()
     }
 
 

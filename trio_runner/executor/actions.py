@@ -29,6 +29,7 @@ import trio
 
 from trio_runner.backends.base import ContainerStep, ContainerSteps, OutputHandler
 from trio_runner.config import Config
+from trio_runner.errors import RunnerError
 from trio_runner.executor.action_cache import (
     ActionFetchError,
     CloneSettings,
@@ -823,8 +824,7 @@ class ActionSteps:
         env_ = self.ctx.env
         if not isinstance(env_, ContainerSteps):
             raise StepError(
-                f"'{prepared.uses}' is a docker action; the job environment cannot run "
-                "containers (host mode without a container engine)"
+                f"'{prepared.uses}' is a docker action; this job environment cannot run containers"
             )
         spec = await self._container_step(call, prepared, step_env, inputs, contexts, phase)
 
@@ -833,9 +833,15 @@ class ActionSteps:
 
         still_holds = self.runner.still_holds(call, contexts) if phase == "main" else (lambda: True)
         timeout = await self.runner.step_timeout(call, contexts) if phase == "main" else None
-        result = await self.runner.execute(
-            start, spec.env, still_holds, timeout, deadline, call.step.name or call.key
-        )
+        try:
+            result = await self.runner.execute(
+                start, spec.env, still_holds, timeout, deadline, call.step.name or call.key
+            )
+        except RunnerError as exc:
+            # No engine answered, or it refused the image or the container.
+            raise StepError(
+                f"'{prepared.uses}' is a docker action and could not run: {exc}"
+            ) from None
         self.states.setdefault(call.script_name, {}).update(result.state)
         return result
 
