@@ -52,16 +52,25 @@ class HostEngine:
         self._stack = contextlib.AsyncExitStack()
         self._lock = trio.Lock()
         self._docker: DockerEnvironment | None = None
+        #: Why the engine did not answer: asked once per job, so later container steps
+        #: fail at once instead of each waiting out the probe again.
+        self._missing: NoEngine | None = None
 
     async def open(self) -> DockerEnvironment:
         """The job's containers' environment, connected and set up on the first call.
 
-        Raises NoEngine when no engine answers within ENGINE_PROBE_TIMEOUT (the next call
-        tries again), EngineError when the engine fails the set-up.
+        Raises NoEngine when no engine answers within ENGINE_PROBE_TIMEOUT (then on every
+        later call too), EngineError when the engine fails the set-up.
         """
         async with self._lock:
+            if self._missing is not None:
+                raise NoEngine(self._missing.reason)
             if self._docker is None:
-                self._docker = await self._stack.enter_async_context(self._opened())
+                try:
+                    self._docker = await self._stack.enter_async_context(self._opened())
+                except NoEngine as exc:
+                    self._missing = exc
+                    raise
             return self._docker
 
     @contextlib.asynccontextmanager
@@ -70,12 +79,12 @@ class HostEngine:
 
         async with contextlib.AsyncExitStack() as stack:
             api = None
-            with trio.move_on_after(ENGINE_PROBE_TIMEOUT):
-                try:
-                    address = docker_api.resolve_docker_host(self._docker_host)
+            try:
+                address = docker_api.resolve_docker_host(self._docker_host)
+                with trio.move_on_after(ENGINE_PROBE_TIMEOUT):
                     api = await stack.enter_async_context(docker_api.connect(address))
-                except docker_api.EngineError as exc:
-                    raise NoEngine(str(exc)) from None
+            except docker_api.EngineError as exc:
+                raise NoEngine(str(exc)) from None
             if api is None:
                 raise NoEngine(f"{address} did not answer within {ENGINE_PROBE_TIMEOUT:g} s")
             yield await stack.enter_async_context(self._start(api))
