@@ -31,7 +31,7 @@ import os
 import secrets
 import signal
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -297,7 +297,10 @@ class ExecRun:
             async with trio.open_nursery() as nursery:
                 for leg in leg_plan.legs:
                     leg_run = _LegRun(planned, leg, (*order, leg.index), group, frame, contexts)
-                    nursery.start_soon(run_leg, leg_run, leg_limiter, limiter)
+                    # Slots are taken here, so legs start in matrix order under max-parallel.
+                    taken = (leg_limiter, object())
+                    await leg_limiter.acquire_on_behalf_of(taken[1])
+                    nursery.start_soon(self._in_slot, run_leg, leg_run, taken, limiter)
             result, outputs = planner.aggregate_results(group.results, group.outputs)
             frame.needs[planned.key] = Need(result=result, outputs=outputs)
 
@@ -370,104 +373,112 @@ class ExecRun:
 
     # -- one leg -----------------------------------------------------------------------
 
-    async def _run_leg(
-        self, run: _LegRun, limiter: trio.CapacityLimiter, _cpus: trio.CapacityLimiter
+    async def _in_slot(
+        self,
+        run_leg: Callable[[_LegRun, trio.CapacityLimiter], Awaitable[None]],
+        run: _LegRun,
+        slot: tuple[trio.CapacityLimiter, object],
+        cpus: trio.CapacityLimiter,
     ) -> None:
+        """Run one leg in the max-parallel slot taken for it, and give the slot back."""
+        slots, borrower = slot
+        try:
+            await run_leg(run, cpus)
+        finally:
+            slots.release_on_behalf_of(borrower)
+
+    async def _run_leg(self, run: _LegRun, _cpus: trio.CapacityLimiter) -> None:
         planned, leg, frame, group = run.planned, run.leg, run.frame, run.group
         label = frame.job_label(planned, leg.name)
-        async with limiter:
-            if self.interrupts or group.tripped or frame.tripped:
-                self._record(planned, label, run.position, frame, planner.RESULT_CANCELLED, 0.0)
-                self._finish_leg(run, planner.RESULT_CANCELLED, {})
-                return
-            control = JobControl()
-            groups = (group, *frame.groups)
-            # Each job's own credential; useless once the job has ended.
-            token = secrets.token_urlsafe(32)
-            request = self._request(run, token)
-            job_run = JobRun(
-                request,
-                self.output.job_sink(label, self._step_names(leg.job, leg.matrix, run.contexts)),
-                control,
-            )
-            started = trio.current_time()
-            result = planner.RESULT_CANCELLED
-            outputs: dict[str, str] = {}
-            self.controls.add(control)
+        if self.interrupts or group.tripped or frame.tripped:
+            self._record(planned, label, run.position, frame, planner.RESULT_CANCELLED, 0.0)
+            self._finish_leg(run, planner.RESULT_CANCELLED, {})
+            return
+        control = JobControl()
+        groups = (group, *frame.groups)
+        # Each job's own credential; useless once the job has ended.
+        token = secrets.token_urlsafe(32)
+        request = self._request(run, token)
+        job_run = JobRun(
+            request,
+            self.output.job_sink(label, self._step_names(leg.job, leg.matrix, run.contexts)),
+            control,
+        )
+        started = trio.current_time()
+        result = planner.RESULT_CANCELLED
+        outputs: dict[str, str] = {}
+        self.controls.add(control)
+        for member in groups:
+            member.controls.add(control)
+        self.output.job_started(label, datetime.now(UTC))
+        try:
+            task = TaskIdentity(0, self.plan.event)
+            async with self._job_token(token):
+                outcome = await job_run.run(environment_opener(job_run, self.runner, task))
+            result, outputs = outcome.result.value, outcome.outputs
+        except Exception as exc:  # a runner bug fails this job, not the run
+            text = "".join(traceback.format_exception_only(exc)).strip()
+            self.output.message(label, job_run.masker.mask(f"Runner error: {text}"), error=True)
+            result = planner.RESULT_FAILURE
+        finally:
+            self.controls.discard(control)
             for member in groups:
-                member.controls.add(control)
-            self.output.job_started(label, datetime.now(UTC))
-            try:
-                task = TaskIdentity(0, self.plan.event)
-                async with self._job_token(token):
-                    outcome = await job_run.run(environment_opener(job_run, self.runner, task))
-                result, outputs = outcome.result.value, outcome.outputs
-            except Exception as exc:  # a runner bug fails this job, not the run
-                text = "".join(traceback.format_exception_only(exc)).strip()
-                self.output.message(label, job_run.masker.mask(f"Runner error: {text}"), error=True)
-                result = planner.RESULT_FAILURE
-            finally:
-                self.controls.discard(control)
-                for member in groups:
-                    member.controls.discard(control)
-                duration = trio.current_time() - started
-                self.output.job_finished(label, result, duration)
-                self._record(planned, label, run.position, frame, result, duration)
-            self._finish_leg(run, result, outputs)
+                member.controls.discard(control)
+            duration = trio.current_time() - started
+            self.output.job_finished(label, result, duration)
+            self._record(planned, label, run.position, frame, result, duration)
+        self._finish_leg(run, result, outputs)
 
-    async def _run_call(
-        self, run: _LegRun, limiter: trio.CapacityLimiter, cpus: trio.CapacityLimiter
-    ) -> None:
+    async def _run_call(self, run: _LegRun, cpus: trio.CapacityLimiter) -> None:
         """One leg of a calling job: the called workflow's stages with the leg's inputs and
         secrets; its result is the called jobs' (1.5 step 4), its outputs the workflow's
         ``on.workflow_call.outputs``."""
         planned, leg, frame = run.planned, run.leg, run.frame
         label = frame.job_label(planned, leg.name)
         called = self.plan.calls[planned.key]
-        async with limiter:
-            if self.interrupts or run.group.tripped or frame.tripped:
-                self._record(planned, label, run.position, frame, planner.RESULT_CANCELLED, 0.0)
-                self._finish_leg(run, planner.RESULT_CANCELLED, {})
-                return
-            contexts = {
-                **run.contexts,
-                "matrix": leg.matrix,
-                "strategy": strategy_context(leg.job.strategy_context),
-            }
-            try:
-                inputs = reusable.call_inputs(planned, called.workflow, contexts)
-                passed = reusable.call_secrets(
-                    planned.job, {**contexts, "secrets": frame.secrets}, frame.secrets
-                )
-            except (WorkflowError, ExpressionError) as exc:
-                self.output.message(label, f"Error: {exc}", error=True)
-                self._record(planned, label, run.position, frame, planner.RESULT_FAILURE, 0.0)
-                self._finish_leg(run, planner.RESULT_FAILURE, {})
-                return
-            inner = _Frame(
-                secrets=passed,
-                caller_workflow=frame.workflow(planned),
-                label=label,
-                path=frame.job_path(planned),
-                order=run.position,
-                inputs=inputs,
-                groups=(run.group, *frame.groups),
+        if self.interrupts or run.group.tripped or frame.tripped:
+            self._record(planned, label, run.position, frame, planner.RESULT_CANCELLED, 0.0)
+            self._finish_leg(run, planner.RESULT_CANCELLED, {})
+            return
+        contexts = {
+            **run.contexts,
+            "matrix": leg.matrix,
+            "strategy": strategy_context(leg.job.strategy_context),
+        }
+        try:
+            inputs = reusable.call_inputs(planned, called.workflow, contexts)
+            passed = reusable.call_secrets(
+                planned.job, {**contexts, "secrets": frame.secrets}, frame.secrets
             )
-            await self._run_stages(called.stages, inner, cpus)
-            results = {key[1]: (need.result, need.outputs) for key, need in inner.needs.items()}
-            result, _ = planner.aggregate_results([r for r, _ in results.values()], [])
-            outputs_contexts = {
-                "github": contexts["github"],
-                "vars": self.plan.vars,
-                "inputs": inputs,
-                "jobs": jobs_context(results),
-            }
-            try:
-                outputs = reusable.call_outputs(called.workflow, outputs_contexts)
-            except ExpressionError as exc:
-                self.output.message(label, f"Error: {exc}", error=True)
-                result, outputs = planner.RESULT_FAILURE, {}
-            self._finish_leg(run, result, outputs)
+        except (WorkflowError, ExpressionError) as exc:
+            self.output.message(label, f"Error: {exc}", error=True)
+            self._record(planned, label, run.position, frame, planner.RESULT_FAILURE, 0.0)
+            self._finish_leg(run, planner.RESULT_FAILURE, {})
+            return
+        inner = _Frame(
+            secrets=passed,
+            caller_workflow=frame.workflow(planned),
+            label=label,
+            path=frame.job_path(planned),
+            order=run.position,
+            inputs=inputs,
+            groups=(run.group, *frame.groups),
+        )
+        await self._run_stages(called.stages, inner, cpus)
+        results = {key[1]: (need.result, need.outputs) for key, need in inner.needs.items()}
+        result, _ = planner.aggregate_results([r for r, _ in results.values()], [])
+        outputs_contexts = {
+            "github": contexts["github"],
+            "vars": self.plan.vars,
+            "inputs": inputs,
+            "jobs": jobs_context(results),
+        }
+        try:
+            outputs = reusable.call_outputs(called.workflow, outputs_contexts)
+        except ExpressionError as exc:
+            self.output.message(label, f"Error: {exc}", error=True)
+            result, outputs = planner.RESULT_FAILURE, {}
+        self._finish_leg(run, result, outputs)
 
     def _job_token(self, token: str) -> contextlib.AbstractAsyncContextManager[str]:
         """The cache accepts ``token`` for the job's lifetime, when the run has a cache."""

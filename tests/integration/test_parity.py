@@ -121,6 +121,11 @@ CASES = {
     "tag-release.yml": Case(event=tag_push("v1.4.0")),
     "token-env.yml": Case(),
     "workflow-run.yml": Case(event=WORKFLOW_RUN),
+    "crlf-script.yml": Case(),
+    "job-graph.yml": Case(),
+    "job-isolation.yml": Case(),
+    "matrix-legs.yml": Case(jobs=("ordered", "typed", "one-fails")),
+    "shell-templates.yml": Case(),
 }
 
 #: Gitea always sends these two (workflow-execution 1.1); exec gets them too, so that the
@@ -132,8 +137,16 @@ GITEA_SECRETS = ("-s", "GITEA_TOKEN=0123456789abcdef", "-s", "GITHUB_TOKEN=01234
 #: with committed node_modules (test_corpus_actions.lifecycle_repos), which this harness's
 #: action host does not serve. context-dumps.yml: it prints whole contexts, whose
 #: mode-specific parts differ by design (server URLs from the Gitea instance, the task
-#: token, ACT_EXEC in env).
-EXCLUDED = {"invalid-expression.yml", "js-lifecycle.yml", "context-dumps.yml"}
+#: token, ACT_EXEC in env). matrix-too-big.yml, needs-cycle.yml, needs-unknown.yml: refused
+#: by exec before any job runs (exit 2), like invalid-expression.yml.
+EXCLUDED = {
+    "invalid-expression.yml",
+    "js-lifecycle.yml",
+    "context-dumps.yml",
+    "matrix-too-big.yml",
+    "needs-cycle.yml",
+    "needs-unknown.yml",
+}
 
 #: The only action a corpus job fetches besides acme/gotool: exec replaces it with a copy of
 #: the directory (spec 1.5), the daemon runs this stand-in, which copies the same files.

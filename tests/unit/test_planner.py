@@ -180,14 +180,16 @@ def test_booleans_never_equal_numbers() -> None:
 def test_include_only_scalars_and_empty() -> None:
     assert planner.expand_matrix({"include": [{"a": 1}, {"a": 2}]}) == [{"a": 1}, {"a": 2}]
     assert planner.expand_matrix({"v": 3}) == [{"v": 3}]
+    # Spec 5.12 rule 5: no dimensions and no include entries give one empty combination.
     assert planner.expand_matrix({}) == [{}]
+    assert planner.expand_matrix({"include": []}) == [{}]
 
 
 @pytest.mark.parametrize(
     ("matrix", "problem"),
     [
         ({"os": {"a": 1}}, "must be a list, not a mapping"),
-        ({"os": []}, "has no values"),
+        ({"os": []}, "does not contain any values"),
         ({"os": ["l"], "exclude": [{"arch": "x"}]}, "'arch' is not a matrix dimension"),
         ({"os": ["l"], "exclude": [{"os": "l"}]}, "no combinations left"),
         ({"a": list(range(20)), "b": list(range(13))}, "more than 256"),
@@ -298,6 +300,19 @@ def test_job_without_matrix_is_one_leg_without_strategy_values() -> None:
     assert "job-index" not in leg.job.strategy_context
 
 
+def test_strategy_without_matrix_and_an_empty_matrix_are_one_leg() -> None:
+    text = "on: push\njobs:\n  t:\n    runs-on: x\n    strategy:\n      fail-fast: false\n"
+    (leg,) = planner.plan_legs(planner.select_jobs([workflow(text)], "push")[0], contexts()).legs
+    assert leg.matrix == {}
+    empty = (
+        "on: push\njobs:\n  t:\n    runs-on: x\n    strategy:\n"
+        "      matrix: ${{ fromJSON('{\"include\":[]}') }}\n"
+    )
+    planned = planner.select_jobs([workflow(empty)], "push")[0]
+    (leg,) = planner.plan_legs(planned, contexts()).legs
+    assert leg.matrix == {}
+
+
 def test_name_with_expression_is_rendered_without_suffix() -> None:
     text = (
         "on: push\njobs:\n  t:\n    name: test on ${{ matrix.os }}\n    runs-on: x\n"
@@ -335,7 +350,7 @@ def test_validate_rejects_bad_templates_and_static_matrices() -> None:
     empty = workflow(
         "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        os: []\n"
     )
-    with pytest.raises(WorkflowError, match="has no values"):
+    with pytest.raises(WorkflowError, match="does not contain any values"):
         planner.validate_jobs(planner.select_jobs([empty], "push"))
     planner.validate_jobs(planner.select_jobs([workflow(MATRIX_JOB)], "push"))
 

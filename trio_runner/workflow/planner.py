@@ -483,7 +483,7 @@ def expand_matrix(
             raise ValueError(f"{where}.{key}: a matrix dimension must be a list, not a mapping")
         values = list(value) if isinstance(value, list) else [value]
         if not values:
-            raise ValueError(f"{where}.{key}: the matrix dimension has no values")
+            raise ValueError(f"{where}.{key}: Matrix vector '{key}' does not contain any values")
         dimensions[key] = values
     include = _entries(matrix.get("include"), f"{where}.include")
     exclude = _entries(matrix.get("exclude"), f"{where}.exclude")
@@ -634,7 +634,7 @@ def plan_legs(
     if matrix is not None and not isinstance(matrix, Mapping):
         raise WorkflowError(f"{where}.matrix: expected a mapping", job.mark)
     try:
-        combinations = expand_matrix(matrix or {}, f"{where}.matrix")
+        combinations = [{}] if matrix is None else expand_matrix(matrix, f"{where}.matrix")
     except ValueError as exc:
         raise WorkflowError(str(exc), job.mark) from None
     fail_fast_value = _strategy_bool(fail_fast, f"{where}.fail-fast", job)
