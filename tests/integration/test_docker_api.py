@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import secrets
 import tarfile
 from collections.abc import AsyncIterator
@@ -11,18 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
+from tests.integration.engine import BUSYBOX, CONTAINER_MODULE
 from trio_runner.backends import docker_api
 from trio_runner.backends.docker_api import ContainerSpec, DockerClient, EngineError, HealthConfig
 
-pytestmark = [
-    pytest.mark.container,
-    pytest.mark.skipif(
-        not os.environ.get("DOCKER_HOST"),
-        reason='DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)" provides an engine',
-    ),
-]
-
-BUSYBOX = "trio-runner-test/busybox:latest"
+pytestmark = CONTAINER_MODULE
 
 
 @pytest.fixture

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 
 import pytest
 import trio
 
+from tests.integration.engine import BOOKWORM, BUSYBOX, CONTAINER_MODULE
 from trio_runner.backends import docker_api
 from trio_runner.backends.container_options import parse_options
 from trio_runner.backends.docker import (
@@ -24,16 +24,7 @@ from trio_runner.backends.docker import (
 from trio_runner.backends.docker_api import ContainerSpec, DockerClient
 from trio_runner.errors import ConfigError
 
-pytestmark = [
-    pytest.mark.container,
-    pytest.mark.skipif(
-        not os.environ.get("DOCKER_HOST"),
-        reason='DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)" provides an engine',
-    ),
-]
-
-BUSYBOX = "trio-runner-test/busybox:latest"
-BOOKWORM = "trio-runner-test/bookworm:latest"
+pytestmark = CONTAINER_MODULE
 
 
 class RecordingLog:

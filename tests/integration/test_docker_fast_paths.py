@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.integration.engine import BOOKWORM, BUSYBOX, needs_engine
 from trio_runner.backends import docker_api
 from trio_runner.backends.docker import (
     _WHICH,
@@ -27,14 +28,6 @@ from trio_runner.backends.docker import (
     job_container_name,
 )
 from trio_runner.backends.docker_api import DockerClient
-
-BUSYBOX = "trio-runner-test/busybox:latest"
-BOOKWORM = "trio-runner-test/bookworm:latest"
-
-needs_engine = pytest.mark.skipif(
-    not os.environ.get("DOCKER_HOST"),
-    reason='DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)" provides an engine',
-)
 
 
 class SilentLog:

@@ -9,14 +9,10 @@ import re
 import secrets
 from pathlib import Path
 
-import pytest
-import trio
-
+from tests.integration.engine import BOOKWORM, CONTAINER_MODULE
 from tests.integration.test_docker_jobs import (
-    BOOKWORM,
     checkout,
-    exec_command,
-    exec_env,
+    exec_done,
     exec_objects_left,
     job,
     run,
@@ -24,13 +20,7 @@ from tests.integration.test_docker_jobs import (
 from trio_runner.backends.docker_api import DockerClient
 from trio_runner.workflow.expressions import hash_files
 
-pytestmark = [
-    pytest.mark.container,
-    pytest.mark.skipif(
-        not os.environ.get("DOCKER_HOST"),
-        reason='DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)" provides an engine',
-    ),
-]
+pytestmark = CONTAINER_MODULE
 
 #: Files the first step creates in the workspace, recreated on the host for reference.
 FILES = {
@@ -87,14 +77,7 @@ async def test_hash_files_in_a_workspace_volume(engine: DockerClient, tmp_path: 
         name=name,
     )
     directory = checkout(tmp_path, workflow)
-    with trio.fail_after(180):
-        done = await trio.run_process(
-            exec_command(directory, "-i", BOOKWORM),
-            capture_stdout=True,
-            capture_stderr=True,
-            env=exec_env(),
-            check=False,
-        )
+    done = await exec_done(directory, "-i", BOOKWORM, within=180)
     out = done.stdout.decode()
     assert done.returncode == 0, out + done.stderr.decode()
     line = re.search(r"\| (LOCKS=.*)", out)
@@ -116,14 +99,7 @@ async def test_unreadable_pattern_fails_the_step(engine: DockerClient, tmp_path:
         name=name,
     )
     directory = checkout(tmp_path, workflow)
-    with trio.fail_after(180):
-        done = await trio.run_process(
-            exec_command(directory, "-i", BOOKWORM),
-            capture_stdout=True,
-            capture_stderr=True,
-            env=exec_env(),
-            check=False,
-        )
+    done = await exec_done(directory, "-i", BOOKWORM, within=180)
     out = done.stdout.decode() + done.stderr.decode()
     assert done.returncode != 0, out
     assert "hashFiles('broken.txt') failed" in out

@@ -10,14 +10,15 @@ import os
 import re
 import secrets
 import signal
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
-import pytest
 import trio
 
 from tests.fake_gitea.state import FakeGitea, Row
+from tests.integration.engine import BOOKWORM, BUSYBOX, CONTAINER_MODULE
 from tests.integration.runner_process import (
     interrupt_when,
     register_locally,
@@ -33,16 +34,8 @@ from trio_runner.backends.docker import (
 from trio_runner.backends.docker_api import DockerClient
 from trio_runner.gitea.messages import Result
 
-pytestmark = [
-    pytest.mark.container,
-    pytest.mark.skipif(
-        not os.environ.get("DOCKER_HOST"),
-        reason='DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)" provides an engine',
-    ),
-]
+pytestmark = CONTAINER_MODULE
 
-BUSYBOX = "trio-runner-test/busybox:latest"
-BOOKWORM = "trio-runner-test/bookworm:latest"
 #: A long-running service stand-in, built from the busybox image.
 SERVICE_IMAGE = "trio-runner-test/pgstub:latest"
 SERVICE_DOCKERFILE = f"""FROM {BUSYBOX}
@@ -410,6 +403,20 @@ def exec_env() -> dict[str, str]:
     return env
 
 
+async def exec_done(
+    directory: Path, *args: str, env: dict[str, str] | None = None, within: float = WAIT
+) -> subprocess.CompletedProcess[bytes]:
+    """``trio-runner exec -C directory args`` run to its end (bounded), output captured."""
+    with trio.fail_after(within):
+        return await trio.run_process(
+            exec_command(directory, *args),
+            capture_stdout=True,
+            capture_stderr=True,
+            env=exec_env() if env is None else env,
+            check=False,
+        )
+
+
 def checkout(tmp_path: Path, workflow: str) -> Path:
     directory = tmp_path / "repo"
     (directory / ".gitea" / "workflows").mkdir(parents=True)
@@ -428,13 +435,7 @@ async def exec_objects_left(engine: DockerClient, workflow_name: str) -> list[st
 async def test_exec_runs_jobs_in_the_image(engine: DockerClient, tmp_path: Path) -> None:
     name = f"exec-{secrets.token_hex(4)}"
     directory = checkout(tmp_path, job(run("echo in=$PWD"), name=name))
-    done = await trio.run_process(
-        exec_command(directory, "-i", BUSYBOX),
-        capture_stdout=True,
-        capture_stderr=True,
-        env=exec_env(),
-        check=False,
-    )
+    done = await exec_done(directory, "-i", BUSYBOX)
     out = done.stdout.decode()
     assert done.returncode == 0, out + done.stderr.decode()
     assert "| in=/workspace/" in out
@@ -461,13 +462,7 @@ async def test_exec_removes_a_killed_runs_docker_action_step(
         assert len(await engine.containers_list(step_containers)) == 2
         workflow = directory / ".gitea" / "workflows" / "ci.yml"
         workflow.write_text(job(sleeping_docker_action(0), name=name))
-        done = await trio.run_process(
-            exec_command(directory, "-i", BUSYBOX),
-            capture_stdout=True,
-            capture_stderr=True,
-            env=exec_env(),
-            check=False,
-        )
+        done = await exec_done(directory, "-i", BUSYBOX)
         out = done.stdout.decode()
         assert done.returncode == 0, out + done.stderr.decode()
         assert "| started" in out

@@ -11,11 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
+from tests.integration.engine import BUSYBOX, needs_engine
 from trio_runner.backends import docker_api
 from trio_runner.backends.docker import DockerEnvironment, DockerSettings, JobSpec
 from trio_runner.backends.step_exit import StepExit
-
-BUSYBOX = "trio-runner-test/busybox:latest"
 
 
 class Collected:
@@ -73,11 +72,6 @@ async def test_a_marker_without_a_number_is_plain_output() -> None:
 
 
 # --- in a container ---------------------------------------------------------------------
-
-needs_engine = pytest.mark.skipif(
-    not os.environ.get("DOCKER_HOST"),
-    reason='DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)" provides an engine',
-)
 
 
 class _Log:

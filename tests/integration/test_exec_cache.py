@@ -8,7 +8,6 @@ with ``scripts/install-node-deps.sh``; without it that test skips).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_docker_jobs import BUSYBOX
+from tests.integration.engine import BUSYBOX, needs_engine
 from tests.integration.test_exec import TIMEOUT, WORKFLOWS, exec_env, run_exec
 
 CACHE_WORKFLOWS = WORKFLOWS.parent / "exec-cache"
@@ -159,10 +158,7 @@ def test_a_cache_that_cannot_start_costs_the_jobs_their_cache_not_the_run(
 
 
 @pytest.mark.container
-@pytest.mark.skipif(
-    not os.environ.get("DOCKER_HOST"),
-    reason='DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)" provides an engine',
-)
+@needs_engine
 def test_job_containers_reach_the_cache_with_their_token(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     query = "${ACTIONS_CACHE_URL}_apis/artifactcache/cache?keys=k&version=1"

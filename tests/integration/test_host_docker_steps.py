@@ -5,7 +5,6 @@ engine, a clear error naming the step."""
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import signal
@@ -14,15 +13,16 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.integration.engine import BUSYBOX, needs_engine
 from tests.integration.runner_process import interrupt_when
 from tests.integration.test_docker_jobs import (
-    BUSYBOX,
     SERVICE_IMAGE,
     STARTED,
     WAIT,
     checkout,
     ensure_service_image,
     exec_command,
+    exec_done,
     exec_env,
     job,
     run,
@@ -30,11 +30,6 @@ from tests.integration.test_docker_jobs import (
 )
 from trio_runner.backends.docker import LABEL_JOB_CONTAINER, job_container_name
 from trio_runner.backends.docker_api import DockerClient
-
-needs_engine = pytest.mark.skipif(
-    not os.environ.get("DOCKER_HOST"),
-    reason='DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)" provides an engine',
-)
 
 #: A ``docker://`` step writing an output and a file in the workspace, then a host step
 #: reading both.
@@ -72,14 +67,7 @@ echo "said=$1-$2" >> "$GITHUB_OUTPUT"
 
 
 async def exec_host(directory: Path, work: Path, env: dict[str, str]) -> tuple[int, str]:
-    with trio.fail_after(WAIT):
-        done = await trio.run_process(
-            [*exec_command(directory, "-i", "-self-hosted"), "--workdir-parent", str(work)],
-            capture_stdout=True,
-            capture_stderr=True,
-            env=env,
-            check=False,
-        )
+    done = await exec_done(directory, "-i", "-self-hosted", "--workdir-parent", str(work), env=env)
     return done.returncode, done.stdout.decode() + done.stderr.decode()
 
 

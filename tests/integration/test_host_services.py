@@ -5,7 +5,6 @@ without an engine, a warning."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -13,12 +12,13 @@ import pytest
 import trio
 
 from tests.fake_gitea.state import FakeGitea
+from tests.integration.engine import needs_engine
 from tests.integration.test_docker_jobs import (
     SERVICE_IMAGE,
     WAIT,
     checkout,
     ensure_service_image,
-    exec_command,
+    exec_done,
     exec_env,
     job,
     owned,
@@ -30,16 +30,12 @@ from trio_runner.backends.docker import (
     LABEL_JOB_CONTAINER,
     DockerEnvironment,
     DockerSettings,
+    HostDirs,
     JobSpec,
     ServiceSpec,
 )
 from trio_runner.backends.docker_api import DockerClient
 from trio_runner.gitea.messages import Result
-
-needs_engine = pytest.mark.skipif(
-    not os.environ.get("DOCKER_HOST"),
-    reason='DOCKER_HOST is not set: eval "$(scripts/container-engine.sh)" provides an engine',
-)
 
 #: Fetches the service's page from the host through its published port, retrying while
 #: the server inside starts.
@@ -82,9 +78,11 @@ async def test_services_publish_on_loopback_only_and_are_removed(engine: DockerC
         services=[ServiceSpec(id="db", image=SERVICE_IMAGE, ports=["5432", "0.0.0.0::80"])],
     )
     with trio.fail_after(WAIT):
-        async with DockerEnvironment.start_services(
-            engine, spec, DockerSettings(), _Log()
-        ) as services:
+        host = HostDirs(workspace="", runner_dir="", tool_cache="")
+        async with DockerEnvironment.start_for_host(
+            engine, spec, DockerSettings(), _Log(), host
+        ) as docker:
+            services = docker.services
             info = await engine.container_inspect(services["db"].id)
             bindings = info.network_settings.ports or {}
             host_ips = {b.host_ip for port in bindings.values() for b in port or ()}
@@ -122,14 +120,9 @@ async def test_host_job_reaches_its_service_on_localhost(
 async def test_without_an_engine_services_are_skipped_with_a_warning(tmp_path: Path) -> None:
     directory = checkout(tmp_path, job(run("echo ran-on-host"), extra=SERVICES))
     env = exec_env() | {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
-    with trio.fail_after(WAIT):
-        done = await trio.run_process(
-            exec_command(directory, "-i", "-self-hosted", "--workdir-parent", str(tmp_path)),
-            capture_stdout=True,
-            capture_stderr=True,
-            env=env,
-            check=False,
-        )
+    done = await exec_done(
+        directory, "-i", "-self-hosted", "--workdir-parent", str(tmp_path), env=env
+    )
     out = done.stdout.decode()
     assert done.returncode == 0, out + done.stderr.decode()
     assert "the job's services were not started: container engine at unix://" in out

@@ -303,16 +303,6 @@ class DockerEnvironment:
         async with cls(api, job, settings, setup_log, host=host)._running() as env:
             yield env
 
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def start_services(
-        cls, api: DockerClient, job: JobSpec, settings: DockerSettings, setup_log: SetupLog
-    ) -> AsyncIterator[dict[str, ServiceInfo]]:
-        """:meth:`start_for_host` for the services alone: yields ``job.services`` by id."""
-        host = HostDirs(workspace="", runner_dir="", tool_cache="")
-        async with cls.start_for_host(api, job, settings, setup_log, host) as env:
-            yield env.services
-
     @contextlib.asynccontextmanager
     async def _running(self) -> AsyncIterator[DockerEnvironment]:
         try:

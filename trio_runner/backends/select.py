@@ -289,10 +289,8 @@ async def _host_services(run: JobRun, engine: HostEngine) -> dict[str, dict[str,
     except NoEngine as exc:
         await run.log.write(warning_row(f"the job's services were not started: {exc.reason}"))
         return {}
-    return {
-        service_id: {"id": info.id, "network": info.network, "ports": dict(info.ports)}
-        for service_id, info in docker.services.items()
-    }
+    services: dict[str, dict[str, Any]] = docker.job_context()["services"]
+    return services
 
 
 async def _platform(run: JobRun, runner: RunnerSide, contexts: Mapping[str, Any]) -> Platform:
